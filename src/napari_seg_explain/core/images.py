@@ -1,0 +1,360 @@
+"""Read and write medical images together with their geometry.
+
+Axis conventions (every other module relies on them):
+
+* ``Image.data`` is channels-first, ``(C, *spatial)``.
+* 3-D volumes: spatial axes are voxel index order ``(i, j, k)`` -- NIfTI array order, and
+  ITK index order ``(x, y, z)`` for NRRD/MHA/DICOM (so ITK's ``(z, y, x)`` numpy arrays are
+  transposed). ``data[:, :, :, k]`` is an axial slice for a standard orientation.
+* 2-D images: spatial axes are ``(rows, cols)`` = ITK ``(y, x)``, as a viewer shows a PNG.
+* ``affine`` is a 4x4 float64 mapping voxel indices to world RAS+ millimetres (nibabel
+  convention; ITK's LPS origin/direction are converted). For 2-D images it acts on
+  ``(row, col, 0, 1)``.
+* ``spacing`` lists the voxel size per spatial axis, in the same order as the spatial axes.
+
+Nothing here imports Qt or napari; nibabel and SimpleITK are imported when first needed.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError, UserError
+
+__all__ = ["Image", "read_image", "write_map", "spatial_geometry", "SUPPORTED_FORMATS"]
+
+SUPPORTED_FORMATS = (
+    ".nii, .nii.gz, .png, .jpg/.jpeg, .tif/.tiff, .bmp, .nrrd/.nhdr, .mha/.mhd, .dcm, .npy, "
+    "or a folder holding one DICOM series"
+)
+_ITK_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+                ".bmp": "bmp", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha",
+                ".dcm": "dicom"}
+_PICTURE_FORMATS = {"png", "jpeg", "tiff", "bmp"}
+_WRITE_EXTS = (".nii.gz", ".nii", ".npy", ".nrrd", ".mha", ".png", ".tif", ".tiff")
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0])  # flips x and y; its own inverse
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """An image as channels-first data plus its voxel->world geometry (see module docstring)."""
+
+    data: np.ndarray
+    spacing: tuple[float, ...]
+    affine: np.ndarray
+    source: str | None = None
+    channel_names: tuple[str, ...] = ()
+    format: str = ""
+    header: object | None = None
+
+    def __post_init__(self) -> None:
+        data = np.asarray(self.data)
+        if data.ndim not in (3, 4):
+            raise ValueError(f"Image.data must be (C, H, W) or (C, I, J, K), got shape {data.shape}")
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"Image.affine must be 4x4, got shape {affine.shape}")
+        spacing = tuple(float(s) for s in self.spacing)
+        if len(spacing) != data.ndim - 1:
+            raise ValueError(f"Image.spacing needs {data.ndim - 1} values, got {spacing}")
+        names = tuple(str(n) for n in self.channel_names) or tuple(str(c) for c in range(data.shape[0]))
+        if len(names) != data.shape[0]:
+            raise ValueError(f"{len(names)} channel names for {data.shape[0]} channels")
+        for field, value in (("data", data), ("affine", affine), ("spacing", spacing), ("channel_names", names)):
+            object.__setattr__(self, field, value)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape[1:])
+
+    @property
+    def spatial_ndim(self) -> int:
+        return self.data.ndim - 1
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def n_slices(self) -> int:
+        """Size of the last spatial axis for 3-D images, 1 for 2-D ones."""
+        return self.spatial_shape[-1] if self.spatial_ndim == 3 else 1
+
+    def slice2d(self, z: int | None = None) -> np.ndarray:
+        """A ``(C, H, W)`` float32 copy: slice ``z`` of the last axis (3-D; None = middle), or the whole 2-D image."""
+        n = self.n_slices
+        if z is None:
+            z = n // 2
+        z = operator.index(z)
+        if not 0 <= z < n:
+            raise UserError(f"slice {z} is out of range: this image has {n} slice(s), valid indices are 0..{n - 1}")
+        plane = self.data[:, :, :, z] if self.spatial_ndim == 3 else self.data
+        return np.array(plane, dtype=np.float32)
+
+    def is_oblique(self) -> bool:
+        """True when the voxel axes are not aligned with the world axes (beyond 1e-3)."""
+        cols = self.affine[:3, :3]
+        norms = np.linalg.norm(cols, axis=0)
+        cols = cols[:, norms > 0] / norms[norms > 0]
+        return bool(np.any(np.sort(np.abs(cols), axis=0)[:-1] > 1e-3))
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_image(path: str | os.PathLike) -> Image:
+    """Read a NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MetaImage, DICOM (file or folder) or .npy image."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ImageReadError(f"image not found: {p}. Check the path; supported formats: {SUPPORTED_FORMATS}.")
+    name = p.name.lower()
+    try:
+        if p.is_dir():
+            return _read_dicom_dir(p)
+        if name.endswith((".nii", ".nii.gz")):
+            return _read_nifti(p)
+        if name.endswith(".npy"):
+            return _read_npy(p)
+        if p.suffix.lower() in _ITK_FORMATS:
+            import SimpleITK as sitk
+
+            return _from_itk(sitk.ReadImage(str(p)), str(p), _ITK_FORMATS[p.suffix.lower()])
+    except ImageReadError:
+        raise
+    except Exception as exc:  # library errors: turn into one actionable message
+        raise ImageReadError(
+            f"could not read {p}: {type(exc).__name__}: {exc}. The file may be damaged, truncated "
+            f"or not what its extension says; re-export it as one of: {SUPPORTED_FORMATS}."
+        ) from exc
+    raise ImageReadError(f"unknown image type '{p.name}'. Supported formats: {SUPPORTED_FORMATS}.")
+
+
+def _float32_or_int(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.float32, copy=False)
+    raise ImageReadError(f"unsupported pixel type {arr.dtype}: expected integer or real-valued pixels")
+
+
+def _read_nifti(p: Path) -> Image:
+    import nibabel as nib
+
+    img = nib.load(str(p))
+    proxy = img.dataobj
+    scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0
+    if np.issubdtype(img.get_data_dtype(), np.integer) and not scaled:
+        arr = np.asarray(proxy)
+    else:
+        arr = img.get_fdata(dtype=np.float32)
+    while arr.ndim > 4 and arr.shape[3] == 1:  # e.g. (X, Y, Z, 1, C) vector images
+        arr = arr[:, :, :, 0]
+    if arr.ndim not in (2, 3, 4):
+        raise ImageReadError(f"{p.name} has {arr.ndim} dimensions {arr.shape}; expected a 2-D, 3-D or 4-D NIfTI")
+    data = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]
+    nsp = data.ndim - 1
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:nsp])
+    return Image(np.ascontiguousarray(_float32_or_int(data)), zooms, img.affine, str(p), format="nifti",
+                 header=img.header)
+
+
+def _read_npy(p: Path) -> Image:
+    arr = np.load(str(p), allow_pickle=False)
+    if arr.ndim == 2:
+        data = arr[None]
+    elif arr.ndim == 3:
+        data = arr if arr.shape[0] <= 4 else arr[None]
+    elif arr.ndim == 4:
+        data = arr
+    else:
+        raise ImageReadError(f"{p.name} holds an array of shape {arr.shape}; expected (H, W), (C, H, W), "
+                             f"(I, J, K) or (C, I, J, K)")
+    return Image(_float32_or_int(data), (1.0,) * (data.ndim - 1), np.eye(4), str(p), format="npy")
+
+
+def _read_dicom_dir(p: Path) -> Image:
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))
+    if not series:
+        raise ImageReadError(f"the folder {p} holds no DICOM series. Point to a folder of DICOM slices, "
+                             f"or to an image file ({SUPPORTED_FORMATS}).")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), series[0]))
+    return _from_itk(reader.Execute(), str(p), "dicom")
+
+
+def _from_itk(img, source: str, fmt: str) -> Image:
+    """Convert a SimpleITK image to an ``Image`` (axis order and LPS->RAS, see module docstring)."""
+    import SimpleITK as sitk
+
+    dim, ncomp = img.GetDimension(), img.GetNumberOfComponentsPerPixel()
+    if dim not in (2, 3):
+        raise ImageReadError(f"{Path(source).name} is a {dim}-D image; only 2-D and 3-D images are supported")
+    arr = sitk.GetArrayFromImage(img)  # (y, x[, c]) or (z, y, x[, c])
+    if ncomp == 1:
+        arr = arr[..., None]
+    spacing, origin = np.ones(3), np.zeros(3)
+    direction = np.eye(3)
+    spacing[:dim], origin[:dim] = img.GetSpacing(), img.GetOrigin()
+    direction[:dim, :dim] = np.reshape(img.GetDirection(), (dim, dim))
+    affine = np.eye(4)  # acts on ITK (x, y, z)
+    affine[:3, :3] = _LPS_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = _LPS_RAS @ origin
+    if dim == 3 and arr.shape[0] == 1 and fmt in _PICTURE_FORMATS:
+        arr, dim = arr[0], 2
+    if dim == 3:
+        data = arr.transpose(3, 2, 1, 0)  # (c, x, y, z)
+        sp = tuple(spacing)
+    else:
+        data = arr.transpose(2, 0, 1)  # (c, rows, cols)
+        affine = affine[:, [1, 0, 2, 3]]  # (row, col, 0) = ITK (y, x, z)
+        sp = (spacing[1], spacing[0])
+    names: tuple[str, ...] = ()
+    if fmt in _PICTURE_FORMATS and ncomp in (2, 4):
+        data = data[:-1]  # drop alpha
+    if fmt == "bmp" and data.shape[0] == 3 and _bmp_bits(source) <= 8 and (data == data[:1]).all():
+        data = data[:1]  # ITK expands a gray palette BMP to RGB
+    if fmt in _PICTURE_FORMATS and data.shape[0] == 3:
+        names = ("R", "G", "B")
+    return Image(np.ascontiguousarray(_float32_or_int(data)), sp, affine, source, names, fmt)
+
+
+def _bmp_bits(source: str) -> int:
+    with open(source, "rb") as f:
+        head = f.read(30)
+    return int.from_bytes(head[28:30], "little") if len(head) == 30 else 24
+
+
+# --------------------------------------------------------------------------- writing
+
+def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_index: int | None = None) -> Path:
+    """Atomically write a spatial map or mask (no channel axis) with the geometry of ``like``.
+
+    With a 3-D ``like`` and ``slice_index``, a 2-D ``(I, J)`` array is embedded at
+    ``[:, :, slice_index]`` of a volume filled with NaN (float) or 0 (integer/bool).
+    """
+    p = Path(path).expanduser()
+    name = p.name.lower()
+    ext = next((e for e in _WRITE_EXTS if name.endswith(e)), None)
+    if ext is None:
+        raise UserError(f"cannot write '{p.name}': use one of {', '.join(_WRITE_EXTS)}")
+    arr = _map_dtype(np.asarray(array))
+    shape = like.spatial_shape
+    if slice_index is not None and like.spatial_ndim == 3:
+        if arr.shape != shape[:2]:
+            raise UserError(f"a slice map must have shape {shape[:2]}, got {arr.shape}")
+        k = operator.index(slice_index)
+        if not 0 <= k < shape[2]:
+            raise UserError(f"slice_index {k} is out of range 0..{shape[2] - 1}")
+        vol = np.full(shape, np.nan if arr.dtype.kind == "f" else 0, dtype=arr.dtype)
+        vol[:, :, k] = arr
+        arr = vol
+    elif slice_index not in (None, 0):
+        raise UserError(f"slice_index {slice_index} given but the reference image is 2-D")
+    if arr.shape == (1, *shape):
+        arr = arr[0]
+    if arr.shape != shape:
+        raise UserError(f"the map has shape {arr.shape} but the reference image's spatial shape is {shape}")
+    if ext == ".png":
+        if arr.ndim != 2 or arr.dtype.kind == "f" or (arr.size and not 0 <= arr.min() <= arr.max() <= 65535):
+            raise UserError("PNG holds only 2-D integer maps with values 0..65535; write .nii.gz or .tif instead")
+        arr = arr.astype(np.uint8 if not arr.size or arr.max() <= 255 else np.uint16, copy=False)
+    if not p.parent.is_dir():
+        raise UserError(f"cannot write {p}: the folder {p.parent} does not exist; create it first")
+
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=f".tmp{ext}")
+    os.close(fd)
+    try:
+        if ext == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+        elif ext.startswith(".nii"):
+            _write_nifti(tmp, arr, like)
+        else:
+            import SimpleITK as sitk
+
+            sitk.WriteImage(_to_itk(arr, like), tmp, ext in (".nrrd", ".mha"))
+        os.chmod(tmp, (os.stat(p).st_mode & 0o777) if p.is_file() else 0o644)
+        os.replace(tmp, p)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise UserError(f"could not write {p}: {exc}") from exc
+        raise
+    return p
+
+
+def _map_dtype(arr: np.ndarray) -> np.ndarray:
+    """float -> float32; bool -> uint8; integer labels -> uint8/int16 when they fit."""
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32, copy=False)
+    if arr.dtype.kind not in "iu":
+        raise UserError(f"cannot write a map of type {arr.dtype}: use real or integer values")
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    for t in (np.uint8, np.int16, np.uint16, np.int32):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return arr.astype(t, copy=False)
+    return arr
+
+
+def _write_nifti(tmp: str, arr: np.ndarray, like: Image) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(arr, like.affine)
+    img.header.set_xyzt_units("mm")
+    hdr = like.header
+    if isinstance(hdr, nib.Nifti1Header):  # also Nifti2Header
+        for setter, key in ((img.set_sform, "sform_code"), (img.set_qform, "qform_code")):
+            code = int(hdr[key])
+            if code:
+                setter(like.affine, code=code)
+    nib.save(img, tmp)
+
+
+def _to_itk(arr: np.ndarray, like: Image):
+    """SimpleITK image of ``arr`` with like's geometry (inverse of ``_from_itk``)."""
+    import SimpleITK as sitk
+
+    aff = like.affine if like.spatial_ndim == 3 else like.affine[:, [1, 0, 2, 3]]  # -> ITK (x, y, z)
+    norms = np.linalg.norm(aff[:3, :3], axis=0)
+    norms[norms == 0] = 1.0
+    direction = _LPS_RAS @ aff[:3, :3] / norms
+    origin = _LPS_RAS @ aff[:3, 3]
+    dim = arr.ndim
+    img = sitk.GetImageFromArray(arr.transpose(2, 1, 0) if dim == 3 else arr)
+    img.SetSpacing([float(s) for s in norms[:dim]])
+    img.SetOrigin([float(o) for o in origin[:dim]])
+    try:
+        img.SetDirection([float(d) for d in direction[:dim, :dim].ravel()])
+    except RuntimeError:  # 2-D plane of a non-planar affine: no valid 2x2 direction
+        pass
+    return img
+
+
+def spatial_geometry(img: Image) -> dict:
+    """JSON-serialisable geometry of ``img`` for result metadata."""
+    import nibabel as nib
+
+    try:
+        codes = list(nib.aff2axcodes(img.affine))[: img.spatial_ndim]
+    except Exception:  # degenerate affine
+        codes = [None] * img.spatial_ndim
+    return {
+        "spatial_shape": list(img.spatial_shape),
+        "spacing": [float(s) for s in img.spacing],
+        "affine": [[float(v) for v in row] for row in img.affine],
+        "orientation": codes,
+        "source": img.source,
+        "format": img.format,
+        "channel_names": list(img.channel_names),
+    }

@@ -1,0 +1,141 @@
+"""Model cards: the ``<model>.yaml`` beside a model file that says how to feed it.
+
+Schema (every key optional except where a state dict needs ``architecture``)::
+
+    name: mni152-wm-unet2d
+    description: one line
+    weights: model.safetensors          # file the card describes (default: same stem)
+    architecture: {name: UNet, kwargs: {spatial_dims: 2, ...}}   # MONAI network for state dicts
+    spatial_dims: 2
+    in_channels: 1
+    classes: [background, white_matter]
+    output_activation: softmax          # softmax | sigmoid | none (outputs are probabilities)
+    normalization: {method: minmax}     # none | minmax | zscore | ct_window (center, width)
+    input_size: [128, 128]              # native input size (optional)
+    fit: pad                            # pad (centre pad/crop) | resize (bilinear in, bilinear out)
+
+Without a card: raw float32 ``(B, C, H, W)`` in, logits ``(B, K, H, W)`` out, softmax if K > 1,
+sigmoid if K == 1 (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+
+ACTIVATIONS = ("softmax", "sigmoid", "none", "auto")
+NORMALIZATIONS = ("none", "minmax", "zscore", "ct_window")
+FITS = ("pad", "resize")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model expects and returns. Defaults describe a model without a card."""
+
+    name: str = ""
+    description: str = ""
+    weights: str | None = None
+    architecture: str | None = None
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    spatial_dims: int = 2
+    in_channels: int | None = None
+    classes: tuple[str, ...] = ()
+    output_activation: str = "auto"
+    normalization: str = "none"
+    ct_center: float | None = None
+    ct_width: float | None = None
+    input_size: tuple[int, ...] | None = None
+    fit: str = "pad"
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        d["input_size"] = list(self.input_size) if self.input_size else None
+        return d
+
+    def class_index(self, target: int | str) -> int:
+        """Index of a class given as an integer or as one of ``classes``."""
+        if isinstance(target, str) and not target.lstrip("-").isdigit():
+            if target not in self.classes:
+                raise ModelLoadError(f"class {target!r} is not one of the model's classes {list(self.classes)}")
+            return self.classes.index(target)
+        return int(target)
+
+
+def _require(cond: bool, path: Path, msg: str) -> None:
+    if not cond:
+        raise ModelLoadError(f"model card {path}: {msg}")
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Parse and validate a model card; every bad value raises ``ModelLoadError`` naming it."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read model card {path}: {exc}") from exc
+    _require(isinstance(raw, dict), path, "must be a YAML mapping of keys to values")
+    arch = raw.get("architecture")
+    arch_name, arch_kwargs = None, {}
+    if isinstance(arch, str):
+        arch_name = arch
+    elif isinstance(arch, dict):
+        arch_name = arch.get("name")
+        arch_kwargs = dict(arch.get("kwargs") or {})
+    elif arch is not None:
+        raise ModelLoadError(f"model card {path}: 'architecture' must be a name or {{name, kwargs}}")
+    norm = raw.get("normalization", "none")
+    if isinstance(norm, str):
+        norm = {"method": norm}
+    _require(isinstance(norm, dict), path, "'normalization' must be a name or a mapping with 'method'")
+    method = str(norm.get("method", "none")).lower().replace("-", "").replace("_", "")
+    method = {"ctwindow": "ct_window", "zscore": "zscore", "minmax": "minmax", "none": "none"}.get(method, method)
+    _require(method in NORMALIZATIONS, path, f"normalization method {norm.get('method')!r} is not one of {NORMALIZATIONS}")
+    if method == "ct_window":
+        _require("center" in norm and "width" in norm, path, "ct_window normalization needs 'center' and 'width'")
+        _require(float(norm["width"]) > 0, path, "ct_window 'width' must be > 0")
+    act = str(raw.get("output_activation", "auto")).lower()
+    _require(act in ACTIVATIONS, path, f"output_activation {act!r} is not one of {ACTIVATIONS}")
+    fit = str(raw.get("fit", "pad")).lower()
+    _require(fit in FITS, path, f"fit {fit!r} is not one of {FITS}")
+    dims = int(raw.get("spatial_dims", 2))
+    _require(dims in (2, 3), path, "spatial_dims must be 2 or 3")
+    size = raw.get("input_size")
+    if size is not None:
+        _require(isinstance(size, (list, tuple)) and len(size) == dims and all(int(s) > 0 for s in size),
+                 path, f"input_size must list {dims} positive sizes")
+        size = tuple(int(s) for s in size)
+    in_ch = raw.get("in_channels")
+    _require(in_ch is None or int(in_ch) > 0, path, "in_channels must be a positive integer")
+    return ModelCard(
+        name=str(raw.get("name", path.stem)),
+        description=str(raw.get("description", "")),
+        weights=raw.get("weights"),
+        architecture=arch_name,
+        architecture_kwargs=arch_kwargs,
+        spatial_dims=dims,
+        in_channels=int(in_ch) if in_ch is not None else None,
+        classes=tuple(str(c) for c in raw.get("classes", ()) or ()),
+        output_activation=act,
+        normalization=method,
+        ct_center=float(norm["center"]) if method == "ct_window" else None,
+        ct_width=float(norm["width"]) if method == "ct_window" else None,
+        input_size=size,
+        fit=fit,
+        source=str(path),
+    )
+
+
+def find_card(model_path: Path) -> Path | None:
+    """The card beside a model: ``<stem>.yaml`` / ``.yml`` (stems like ``x.onnx`` -> ``x.yaml``)."""
+    for suffix in (".yaml", ".yml"):
+        cand = model_path.with_suffix(suffix)
+        if cand.exists() and cand != model_path:
+            return cand
+    return None

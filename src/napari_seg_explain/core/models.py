@@ -1,0 +1,423 @@
+"""Segmentation models: load any supported file safely, feed it as its model card says, get probabilities.
+
+Formats: TorchScript (``.pt``/``.ts`` archives), ``torch.export`` programs (``.pt2``), state dicts
+(``.safetensors``, or ``.pt``/``.pth`` read with ``weights_only=True``) plus a MONAI architecture
+named in the card, and ONNX (``.onnx``, through onnxruntime; no gradients). Nothing is unpickled
+with arbitrary code execution.
+
+Shapes: images are channels-first ``(C, H, W)``; batches ``(B, C, H, W)``; probabilities
+``(B, K, H, W)`` in the image's own pixel grid (the card's fit is undone on the output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import IncompatibleInputError, ModelLoadError, UserError
+from .modelcard import ModelCard, find_card, load_card
+
+if TYPE_CHECKING:
+    import torch
+
+    from .images import Image
+
+MODEL_SUFFIXES = (".pt", ".ts", ".pt2", ".safetensors", ".pth", ".onnx")
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on, best first (what a device dropdown lists)."""
+    import torch
+
+    out = []
+    if torch.cuda.is_available():
+        out.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out + ["cpu"]
+
+
+def resolve_device(name: str = "auto") -> "torch.device":
+    """``auto`` = CUDA, then MPS, then CPU; an explicit device that is not available is an error."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    base = name.split(":")[0]
+    if base not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if base not in available_devices():
+        raise UserError(f"device {name!r} is not available on this machine (available: "
+                        f"{', '.join(available_devices())}); use --device auto or cpu")
+    return torch.device(name)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_module(module: Any) -> str:
+    """Hash of a module's parameters and buffers (for models handed over in Python)."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- loading
+def _is_torchscript_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any("/code/" in n or n.endswith("constants.pkl") for n in names)
+
+
+def _build_architecture(card: ModelCard, path: Path) -> "torch.nn.Module":
+    import monai.networks.nets as nets
+
+    if not card.architecture:
+        raise ModelLoadError(
+            f"{path.name} holds only weights (a state dict): add a model card {path.with_suffix('.yaml').name} "
+            "naming the architecture, e.g. 'architecture: {name: UNet, kwargs: {spatial_dims: 2, ...}}'")
+    cls = getattr(nets, card.architecture, None)
+    if cls is None or not isinstance(cls, type):
+        raise ModelLoadError(f"architecture {card.architecture!r} is not a MONAI network "
+                             "(e.g. UNet, BasicUNet, SegResNet, SwinUNETR)")
+    try:
+        return cls(**card.architecture_kwargs)
+    except Exception as exc:  # noqa: BLE001 - any constructor failure is the card's fault
+        raise ModelLoadError(f"cannot build {card.architecture}({card.architecture_kwargs}): {exc}") from exc
+
+
+def _read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"{path.name} is neither TorchScript nor a plain state dict loadable with weights_only=True "
+            f"({type(exc).__name__}); save the weights with torch.save(model.state_dict()) or as .safetensors"
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelLoadError(f"{path.name} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
+    """Returns (callable network, format name)."""
+    import torch
+
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelLoadError("ONNX models need onnxruntime: pip install 'napari-seg-explain[onnx]'") from exc
+        try:
+            return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), "onnx"
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"onnxruntime cannot load {path.name}: {exc}") from exc
+    if suffix == ".pt2":
+        try:
+            return torch.export.load(str(path)).module(), "torch.export"
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load torch.export program {path.name}: {exc}") from exc
+    if suffix in (".pt", ".ts") and _is_torchscript_archive(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu"), "torchscript"
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load TorchScript model {path.name}: {exc}") from exc
+    if suffix in (".pt", ".pth", ".safetensors"):
+        net = _build_architecture(card, path)
+        try:
+            state = _read_state_dict(path)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot read weights from {path.name}: {exc}") from exc
+        result = net.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ModelLoadError(
+                f"the weights in {path.name} do not fit {card.architecture}({card.architecture_kwargs}): "
+                f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
+                f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]}); "
+                "check the architecture kwargs in the model card")
+        return net, "state_dict"
+    raise ModelLoadError(f"unsupported model file {path.name}: use one of {', '.join(MODEL_SUFFIXES)}")
+
+
+def load_model(path: str | Path, card: str | Path | ModelCard | None = None, device: str = "auto") -> "SegmentationModel":
+    """Load a model file (and its card: given, or ``<stem>.yaml`` beside it) onto ``device``."""
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        c = load_card(path)
+        weights = path.parent / (c.weights or path.with_suffix(".safetensors").name)
+        return load_model(weights, c, device)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    if card is None:
+        found = find_card(path)
+        card = load_card(found) if found else ModelCard(name=path.stem)
+    elif not isinstance(card, ModelCard):
+        card = load_card(card)
+    net, fmt = _load_network(path, card)
+    digest = hashlib.sha256((sha256_file(path) + repr(card.to_dict() | {"source": None})).encode()).hexdigest()
+    return SegmentationModel(net, card, device=device, fmt=fmt, source=str(path), sha256=digest)
+
+
+# ---------------------------------------------------------------------------------------- running
+class SegmentationModel:
+    """A loaded network plus its card: normalise, fit, run in batches, activate, undo the fit."""
+
+    def __init__(self, net: Any, card: ModelCard | None = None, *, device: str = "auto", fmt: str = "module",
+                 source: str | None = None, sha256: str | None = None) -> None:
+        import torch
+
+        self.card = card or ModelCard(name=type(net).__name__)
+        self.device = resolve_device(device)
+        self.format = fmt
+        self.source = source
+        self.is_onnx = fmt == "onnx"
+        self.net = net
+        if isinstance(net, torch.nn.Module):
+            net.eval()
+            self.net = net.to(self.device)
+        self.sha256 = sha256 or (sha256_module(net) if isinstance(net, torch.nn.Module) else "unknown")
+        self.per_sample = False  # set when an exported program refuses batches > 1
+        self.forward_passes = 0  # images passed through the network so far
+
+    # --- description -------------------------------------------------------------------------
+    @property
+    def supports_gradients(self) -> bool:
+        return not self.is_onnx
+
+    @property
+    def name(self) -> str:
+        return self.card.name or (Path(self.source).stem if self.source else "model")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable provenance: what the model is and how it is fed."""
+        return {"name": self.name, "source": self.source, "format": self.format, "sha256": self.sha256,
+                "device": str(self.device), "card": self.card.to_dict()}
+
+    def check_channels(self, n_channels: int) -> None:
+        want = self.card.in_channels
+        if want is not None and want != n_channels:
+            raise IncompatibleInputError(
+                f"model {self.name!r} expects {want} input channel(s) but the image has {n_channels}; "
+                "pick an image with matching contrasts (an RGB file for a grayscale model? save it as grayscale)")
+
+    # --- preprocessing -----------------------------------------------------------------------
+    def normalize(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Intensity normalisation from the card, per image and per channel. ``x``: (B, C, *spatial)."""
+        import torch
+
+        x = x.to(self.device, torch.float32)
+        method = self.card.normalization
+        if method == "none":
+            return x
+        dims = tuple(range(2, x.ndim))
+        if method == "minmax":
+            lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+            scale = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+            return (x - lo) / scale
+        if method == "zscore":
+            mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
+            return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+        lo = self.card.ct_center - self.card.ct_width / 2
+        return (x.clamp(lo, lo + self.card.ct_width) - lo) / self.card.ct_width
+
+    def _fit(self, x: "torch.Tensor") -> tuple["torch.Tensor", Callable[["torch.Tensor"], "torch.Tensor"]]:
+        """Fit (B, C, *S) to the card's input size; returns the fitted batch and the inverse for outputs."""
+        import torch.nn.functional as F
+
+        size = self.card.input_size
+        spatial = tuple(x.shape[2:])
+        if not size or tuple(size) == spatial:
+            return x, lambda y: y
+        if len(size) != len(spatial):
+            raise IncompatibleInputError(f"model {self.name!r} takes {len(size)}-D inputs, got {len(spatial)}-D")
+        if self.card.fit == "resize":
+            mode = "bilinear" if len(size) == 2 else "trilinear"
+            return (F.interpolate(x, size=size, mode=mode, align_corners=False),
+                    lambda y: F.interpolate(y, size=spatial, mode=mode, align_corners=False))
+        pads, crops = [], []
+        for have, want in zip(spatial, size):
+            d = want - have
+            before = abs(d) // 2
+            pads.append((before, abs(d) - before) if d > 0 else (0, 0))
+            crops.append((before, before + want) if d < 0 else (0, have))
+        xc = x[(slice(None), slice(None)) + tuple(slice(a, b) for a, b in crops)]
+        flat = [p for pair in reversed(pads) for p in pair]
+        xp = F.pad(xc, flat)
+
+        def undo(y: "torch.Tensor") -> "torch.Tensor":
+            yc = y[(slice(None), slice(None)) + tuple(slice(a, y.shape[2 + i] - b) for i, (a, b) in enumerate(pads))]
+            neg = [(a, have - b) for (a, b), have in zip(crops, spatial)]
+            return F.pad(yc, [p for pair in reversed(neg) for p in pair])  # zero logits outside a crop
+
+        return xp, undo
+
+    # --- running -------------------------------------------------------------------------------
+    def _run(self, x: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        if self.is_onnx:
+            sess = self.net
+            feed = {sess.get_inputs()[0].name: x.detach().cpu().numpy().astype(np.float32)}
+            return torch.from_numpy(sess.run(None, feed)[0]).to(x.device)
+        if self.per_sample:
+            return torch.cat([_first_tensor(self.net(x[i:i + 1])) for i in range(x.shape[0])])
+        try:
+            return _first_tensor(self.net(x))
+        except Exception:
+            if self.format != "torch.export" or x.shape[0] == 1:
+                raise
+            self.per_sample = True  # exported with a static batch of 1
+            return self._run(x)
+
+    def activate(self, logits: "torch.Tensor") -> "torch.Tensor":
+        act = self.card.output_activation
+        if act == "auto":
+            act = "softmax" if logits.shape[1] > 1 else "sigmoid"
+        if act == "softmax":
+            return logits.softmax(dim=1)
+        if act == "sigmoid":
+            return logits.sigmoid()
+        return logits
+
+    def forward_normalized(self, x: "torch.Tensor", *, amp: bool = False) -> "torch.Tensor":
+        """Probabilities ``(B, K, *S)`` float32 for an already normalised batch ``(B, C, *S)``.
+
+        Differentiable when called with gradients enabled (not for ONNX). ``amp`` turns on CUDA
+        autocast (opt-in speed mode; exact mode runs in the model's own precision).
+        """
+        import torch
+
+        xf, undo = self._fit(x.to(self.device))
+        use_amp = amp and self.device.type == "cuda"
+        with torch.autocast("cuda", enabled=use_amp):
+            try:
+                logits = self._run(xf)
+            except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
+                raise IncompatibleInputError(
+                    f"model {self.name!r} failed on an input of shape {tuple(xf.shape)}: {exc}. Check that the "
+                    "image's channels and size fit the model (model card 'in_channels', 'input_size', 'fit')") from exc
+        self.forward_passes += x.shape[0]
+        if logits.ndim != xf.ndim or logits.shape[2:] != xf.shape[2:]:
+            raise IncompatibleInputError(
+                f"model {self.name!r} returned shape {tuple(logits.shape)} for input {tuple(xf.shape)}; "
+                "a segmentation model must return (B, K, *spatial) with the input's spatial size")
+        return self.activate(undo(logits.float()))
+
+    def predict(self, images: np.ndarray | "torch.Tensor", *, batch_size: int = 16, amp: bool | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Probabilities for raw images ``(C, H, W)`` or ``(B, C, H, W)`` -> ``(K, H, W)`` / ``(B, K, H, W)``."""
+        import torch
+
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        single = x.ndim == self.card.spatial_dims + 1
+        if single:
+            x = x[None]
+        self.check_channels(x.shape[1])
+        amp = self.device.type == "cuda" if amp is None else amp
+        outs = []
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], batch_size):
+                xb = self.normalize(x[start:start + batch_size])
+                outs.append(self.forward_normalized(xb, amp=amp).cpu())
+                if progress:
+                    progress(min(start + batch_size, x.shape[0]), x.shape[0])
+        probs = torch.cat(outs).numpy()
+        return probs[0] if single else probs
+
+    def segment(self, image: "Image", slice_index: int | None = None, *, batch_size: int = 16,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Label map in the image's spatial shape (or the slice's, with ``slice_index``)."""
+        self.check_channels(image.n_channels)
+        if self.card.spatial_dims == 3 and image.spatial_ndim == 3:
+            return labels_from_probs(self.predict(image.data.astype(np.float32), batch_size=1))
+        if image.spatial_ndim == 2 or slice_index is not None:
+            return labels_from_probs(self.predict(image.slice2d(slice_index), batch_size=batch_size))
+        vol = np.moveaxis(image.data.astype(np.float32), -1, 0)  # (K slices, C, I, J)
+        probs = self.predict(vol, batch_size=batch_size, progress=progress)
+        return np.moveaxis(labels_from_probs(probs, axis=1), 0, -1)
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Run in eval mode and restore the caller's train/eval state afterwards."""
+        import torch
+
+        net = self.net
+        was_training = isinstance(net, torch.nn.Module) and net.training
+        if isinstance(net, torch.nn.Module):
+            net.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                net.train()
+
+    def with_card(self, **changes: Any) -> "SegmentationModel":
+        """A copy sharing the network but with card fields changed (e.g. for tests or overrides)."""
+        clone = SegmentationModel.__new__(SegmentationModel)
+        clone.__dict__.update(self.__dict__)
+        clone.card = replace(self.card, **changes)
+        return clone
+
+
+def _first_tensor(out: Any) -> "torch.Tensor":
+    """Adapter for networks returning tuples/lists (deep supervision) or dicts: take the main output."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (list, tuple)) and out:
+        return _first_tensor(out[0])
+    if isinstance(out, dict) and out:
+        return _first_tensor(out.get("out", next(iter(out.values()))))
+    raise IncompatibleInputError(f"model returned {type(out).__name__}, not a tensor")
+
+
+def class_probability(probs: "torch.Tensor", class_index: int) -> "torch.Tensor":
+    """Probability map of one class from ``(B, K, *S)``; a single-logit model has classes {0, 1}."""
+    k = probs.shape[1]
+    if k == 1:
+        if class_index not in (0, 1):
+            raise UserError(f"class {class_index} does not exist: this single-output model has classes 0 and 1")
+        return probs[:, 0] if class_index == 1 else 1 - probs[:, 0]
+    if not 0 <= class_index < k:
+        raise UserError(f"class {class_index} does not exist: the model has classes 0..{k - 1}")
+    return probs[:, class_index]
+
+
+def labels_from_probs(probs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Label map: argmax over classes, or ``p > 0.5`` for a single-output model. uint8 (int16 if > 255)."""
+    if probs.shape[axis] == 1:
+        return (np.take(probs, 0, axis=axis) > 0.5).astype(np.uint8)
+    lab = probs.argmax(axis=axis)
+    return lab.astype(np.uint8 if probs.shape[axis] <= 256 else np.int16)

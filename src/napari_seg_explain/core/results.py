@@ -1,0 +1,178 @@
+"""Explanation: a map plus its statistics, parameters and provenance; saved as a map file + JSON sidecar.
+
+Sidecar naming follows BIDS: ``result.nii.gz`` -> ``result.json``; extra maps (e.g. MiSuRe's sufficient
+region) go beside it as ``result_<name>.nii.gz`` and are listed in the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .images import Image
+
+MAP_SUFFIXES = (".nii.gz", ".nii", ".npy")
+
+
+def split_suffix(path: Path) -> tuple[Path, str]:
+    """``a/b.nii.gz`` -> (``a/b``, ``.nii.gz``); only the map formats we write are accepted."""
+    name = path.name
+    for suf in MAP_SUFFIXES:
+        if name.lower().endswith(suf):
+            return path.with_name(name[: -len(suf)]), suf
+    raise UserError(f"cannot tell the output format of {path.name}: use one of {', '.join(MAP_SUFFIXES)}")
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    from .. import __version__
+
+    out = {"napari-seg-explain": __version__, "python": platform.python_version(),
+           "numpy": numpy.__version__, "torch": torch.__version__}
+    try:
+        import monai
+
+        out["monai"] = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a dependency
+        pass
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+@dataclass
+class Explanation:
+    """Result of one explainer run.
+
+    ``map``: ``(H, W)`` float32 in the explained 2-D image's pixel grid (PdCR: ATE in Dice points,
+    NaN where not evaluated; MiSuRe: saliency in [0, 1]). ``maps``: further named maps of the same shape.
+    """
+
+    method: str
+    map: np.ndarray
+    roi: np.ndarray | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    deviations: list[str] = field(default_factory=list)
+    geometry: dict[str, Any] = field(default_factory=dict)  # source image, slice index, spacing, affine
+    warnings: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything except the arrays, JSON-serialisable (what the sidecar and ``layer.metadata`` hold)."""
+        return _jsonable({
+            "method": self.method, "stats": self.stats, "params": self.params, "provenance": self.provenance,
+            "deviations": self.deviations, "geometry": self.geometry, "warnings": self.warnings,
+            "map_shape": list(self.map.shape), "maps": sorted(self.maps),
+            "roi_pixels": int(self.roi.sum()) if self.roi is not None else None,
+        })
+
+    def save(self, path: str | Path, like: "Image | None" = None, slice_index: int | None = None) -> list[Path]:
+        """Write the map (format by extension), extra maps and the JSON sidecar; all or nothing.
+
+        With ``like`` (the source image) NIfTI outputs carry its geometry; a map of one slice of a volume is
+        embedded at ``slice_index`` of a volume-shaped file (NaN elsewhere).
+        """
+        from .images import write_map
+
+        path = Path(path)
+        stem, suffix = split_suffix(path)
+        if not path.parent.is_dir():
+            raise UserError(f"output folder {path.parent} does not exist; create it first")
+        arrays = {"": self.map} | {f"_{k}": v for k, v in self.maps.items()}
+        if self.roi is not None:
+            arrays["_roi"] = self.roi.astype(np.uint8)
+        targets = {key: stem.with_name(stem.name + key + suffix) for key in arrays}
+        sidecar = stem.with_name(stem.name + ".json")
+        meta = self.metadata() | {"files": {k.lstrip("_") or "map": p.name for k, p in targets.items()}}
+        tmpdir = Path(tempfile.mkdtemp(prefix=".seg-explain-", dir=path.parent))
+        try:  # write everything into a temporary folder first, then move into place
+            staged = {}
+            for key, arr in arrays.items():
+                tmp = tmpdir / targets[key].name
+                if suffix == ".npy":
+                    np.save(tmp, arr)
+                elif like is not None:
+                    write_map(tmp, arr, like, slice_index=slice_index)
+                else:
+                    _write_plain_nifti(tmp, arr)
+                staged[tmp] = targets[key]
+            tmp_json = tmpdir / sidecar.name
+            tmp_json.write_text(json.dumps(meta, indent=2))
+            staged[tmp_json] = sidecar
+            for src, dst in staged.items():
+                os.replace(src, dst)
+        finally:
+            for leftover in tmpdir.iterdir():
+                leftover.unlink()
+            tmpdir.rmdir()
+        return list(targets.values()) + [sidecar]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Explanation":
+        """Read a map saved by :meth:`save` (its sidecar and extra maps) back."""
+        path = Path(path)
+        stem, suffix = split_suffix(path)
+        sidecar = stem.with_name(stem.name + ".json")
+        if not sidecar.exists():
+            raise UserError(f"{path.name} has no sidecar {sidecar.name}; it was not written by seg-explain")
+        meta = json.loads(sidecar.read_text())
+        geom = meta.get("geometry") or {}
+
+        def read(p: Path) -> np.ndarray:
+            if suffix == ".npy":
+                return np.load(p)
+            import nibabel as nib
+
+            arr = np.asarray(nib.load(str(p)).dataobj)
+            z = geom.get("slice_index")
+            if z is not None and arr.ndim == 3 and tuple(arr.shape[:2]) == tuple(meta["map_shape"]):
+                arr = arr[:, :, z]
+            return arr.reshape(meta["map_shape"]) if arr.size == np.prod(meta["map_shape"]) else arr
+
+        files = meta.get("files", {})
+        maps = {k: read(path.parent / f) for k, f in files.items() if k not in ("map", "roi")}
+        roi = read(path.parent / files["roi"]).astype(bool) if "roi" in files else None
+        return cls(method=meta["method"], map=read(path).astype(np.float32), roi=roi, maps=maps,
+                   stats=meta.get("stats", {}), params=meta.get("params", {}),
+                   provenance=meta.get("provenance", {}), deviations=meta.get("deviations", []),
+                   geometry=geom, warnings=meta.get("warnings", []))
+
+
+def _write_plain_nifti(path: Path, arr: np.ndarray) -> None:
+    import nibabel as nib
+
+    data = arr.astype(np.uint8) if arr.dtype == bool else arr
+    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4)), str(path))
