@@ -3,7 +3,8 @@
 ``CueModel`` segments an object whose pixels it thresholds, shifted by a cue block far from the object
 (bright cue -> more object; replacing it with dark tiles removes pixels: PdCR must mark it supporting,
 negative ATE) and a suppressor block (bright suppressor -> less object; replacing it adds pixels: positive
-ATE). Every other pixel is ignored by the model, so its ATE must be exactly 0.
+ATE). Every other pixel is ignored by the model, so its ATE must be exactly 0. Cue, suppressor and
+distractor have intensity 0.4, below the object threshold, so the model never segments them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ DISTRACTOR = (slice(8, 24), slice(40, 48))  # bright but ignored by the model
 class CueModel(nn.Module):
     """logit = gain * (x - 0.5) + cue_w * mean(cue) - supp_w * mean(suppressor); 1 or 2 output channels."""
 
-    def __init__(self, two_class: bool = False, gain: float = 10.0, cue_w: float = 3.0, supp_w: float = 3.0):
+    def __init__(self, two_class: bool = False, gain: float = 10.0, cue_w: float = 6.0, supp_w: float = 6.0):
         super().__init__()
         self.two_class = two_class
         self.register_buffer("w", torch.tensor([gain, cue_w, supp_w]))
@@ -34,14 +35,13 @@ class CueModel(nn.Module):
         return torch.cat([torch.zeros_like(logit), logit], dim=1) if self.two_class else logit
 
 
-def cue_scene() -> dict:
-    """Image (1, 64, 64) with a ramped object, bright cue, suppressor and distractor; its label."""
+def cue_scene(object_value: float | None = None, context: float = 0.4) -> dict:
+    """Image (1, 64, 64): object (a 0.3..0.9 ramp, or ``object_value``), cue, suppressor, distractor; label."""
     img = np.zeros((1, H, W), np.float32)
     ramp = np.linspace(0.3, 0.9, OBJECT[1].stop - OBJECT[1].start, dtype=np.float32)
-    img[0, OBJECT[0], OBJECT[1]] = ramp[None, :]
-    img[0, CUE[0], CUE[1]] = 1.0
-    img[0, SUPPRESSOR[0], SUPPRESSOR[1]] = 1.0
-    img[0, DISTRACTOR[0], DISTRACTOR[1]] = 1.0
+    img[0, OBJECT[0], OBJECT[1]] = ramp[None, :] if object_value is None else object_value
+    for region in (CUE, SUPPRESSOR, DISTRACTOR):
+        img[0, region[0], region[1]] = context
     label = np.zeros((H, W), np.uint8)
     label[OBJECT] = 1
     return {"image": img, "label": label, "box": (8, 8, 24, 24)}

@@ -108,7 +108,7 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
     warnings_out: list[str] = []
 
     with model.eval_mode():
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: x takes part in stage 2's autograd graph
             x = model.normalize(torch.as_tensor(image)[None])
             p_full = class_probability(model.forward_normalized(x), target)[0]
         y0 = (p_full > cfg.threshold).cpu().numpy() & scope
