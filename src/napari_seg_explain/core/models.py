@@ -204,7 +204,7 @@ class SegmentationModel:
         self.is_onnx = fmt == "onnx"
         self.net = net
         if isinstance(net, torch.nn.Module):
-            net.eval()
+            _set_training(net, False)
             self.net = net.to(self.device)
         self.sha256 = sha256 or (sha256_module(net) if isinstance(net, torch.nn.Module) else "unknown")
         self.per_sample = False  # set when an exported program refuses batches > 1
@@ -375,12 +375,12 @@ class SegmentationModel:
         net = self.net
         was_training = isinstance(net, torch.nn.Module) and net.training
         if isinstance(net, torch.nn.Module):
-            net.eval()
+            _set_training(net, False)
         try:
             yield
         finally:
             if was_training:
-                net.train()
+                _set_training(net, True)
 
     def with_card(self, **changes: Any) -> "SegmentationModel":
         """A copy sharing the network but with card fields changed (e.g. for tests or overrides)."""
@@ -388,6 +388,14 @@ class SegmentationModel:
         clone.__dict__.update(self.__dict__)
         clone.card = replace(self.card, **changes)
         return clone
+
+
+def _set_training(net: "torch.nn.Module", mode: bool) -> None:
+    """``net.train(mode)``; torch.export modules refuse it (their mode is fixed at export time)."""
+    try:
+        net.train(mode)
+    except NotImplementedError:
+        pass
 
 
 def _first_tensor(out: Any) -> "torch.Tensor":

@@ -134,6 +134,7 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
             hits = np.nonzero(d > cfg.dice_threshold)[0]
             if len(hits):
                 found = start + int(hits[0])
+                stage1 = stage1[: found + 1]  # the batch may have evaluated further dilations
                 break
         if found is None:
             found = len(masks) - 1

@@ -1,0 +1,149 @@
+"""PdCR against models whose answer is known by construction (tests/known_models.py)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import known_models as km
+from napari_seg_explain.core.errors import IncompatibleInputError, UserError
+from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr
+from napari_seg_explain.core.models import SegmentationModel
+from napari_seg_explain.core.perturbations import pool_from_arrays
+from napari_seg_explain.core.rois import roi_from_box
+
+CFG = PdCRConfig(n=12)
+
+
+def _run(two_class=False, label=True, object_value=None, **kw):
+    sc = km.cue_scene(object_value=object_value)
+    model = SegmentationModel(km.CueModel(two_class=two_class), device="cpu")
+    rng = np.random.default_rng(1)
+    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    roi = roi_from_box((km.H, km.W), *sc["box"])
+    expl = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=sc["label"] if label else None,
+                        config=kw.pop("config", CFG), **kw)
+    return expl, sc
+
+
+def _elsewhere(amap):
+    rest = amap.copy()
+    rest[km.CUE] = 0
+    rest[km.SUPPRESSOR] = 0
+    return rest
+
+
+@pytest.mark.parametrize("two_class", [False, True], ids=["sigmoid-1-logit", "softmax-2-class"])
+def test_cue_supports_suppressor_opposes_rest_exactly_zero(two_class):
+    expl, _ = _run(two_class=two_class)
+    amap = expl.map
+    assert np.all(amap[km.CUE] < -1), "the planted cue far from the RoI must support it (negative ATE, red)"
+    assert np.all(amap[km.SUPPRESSOR] > 1), "the planted suppressor must work against it (positive ATE, blue)"
+    rest = _elsewhere(amap)
+    assert np.all(rest[np.isfinite(rest)] == 0.0), "pixels the model ignores must be exactly 0"
+    assert np.all(amap[km.DISTRACTOR] == 0.0)
+    assert np.isnan(amap[km.OBJECT]).all(), "the RoI is NaN (not evaluated)"
+    s = expl.stats
+    assert s["metric"] == "dice_vs_label"
+    assert s["n_blocks_screened_in"] == 2
+    assert s["n_negative"] == 1 and s["n_positive"] == 1
+    assert s["n_blocks"] == 64 - 4
+    assert s["min_ate"] == pytest.approx(float(amap[km.CUE].min()))
+    # screening S for every block + N for the two active blocks, plus the unperturbed pass
+    assert s["forward_passes"] == 60 * CFG.screen + 2 * CFG.n + 1
+
+
+def test_without_label_uses_soft_dice_vs_own_prediction():
+    expl, _ = _run(label=False, object_value=0.7)
+    assert expl.stats["metric"] == "soft_dice_vs_own_prediction"
+    assert expl.stats["M0"] < 100
+    assert np.all(expl.map[km.CUE] < 0) and np.all(expl.map[km.SUPPRESSOR] > 0)
+    rest = _elsewhere(expl.map)
+    assert np.all(rest[np.isfinite(rest)] == 0.0)
+    assert any("soft Dice" in d for d in expl.deviations)
+
+
+def test_ate_matches_bruteforce_loop():
+    """The batched engine computes the authors' estimator: mean over draws of (Dice_b - Dice_0)."""
+    import torch
+
+    from napari_seg_explain.core.metrics import dice
+    from napari_seg_explain.core.models import class_probability
+
+    expl, sc = _run(config=PdCRConfig(n=10, seed=3, batch_size=7))
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    rng = np.random.default_rng(1)
+    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    gen = torch.Generator().manual_seed(3)
+    roi = roi_from_box((64, 64), *sc["box"])
+    from napari_seg_explain.core.rois import blocks_touching
+
+    touching = blocks_touching(roi, 8)
+    by, bx = np.nonzero(~touching)
+    corners = torch.as_tensor(np.stack([by * 8, bx * 8], 1))
+    ids1 = torch.arange(len(corners)).repeat_interleave(3)
+    pool.draw(len(ids1), 8, gen, avoid=corners[ids1])  # consume the screening draws
+    ref = torch.as_tensor(sc["label"][roi]).float()
+
+    def score(img):
+        p = class_probability(model.predict(img[None]) if False else torch.as_tensor(model.predict(img[None])), 1)
+        return 100 * dice((p.reshape(1, -1)[:, torch.as_tensor(roi.ravel())] > 0.5).float(), ref)[0]
+
+    m0 = score(sc["image"])
+    active = [i for i in range(len(corners)) if np.isfinite(expl.map[corners[i, 0], corners[i, 1]])
+              and expl.map[corners[i, 0], corners[i, 1]] != 0]
+    draws = pool.draw(len(active) * 10, 8, gen, avoid=corners[torch.as_tensor(active).repeat_interleave(10)])
+    tiles = pool.crops(draws, 8).numpy()
+    for k, blk in enumerate(active):
+        y, x = corners[blk].tolist()
+        deltas = []
+        for t in range(10):
+            img = sc["image"].copy()
+            img[0, y:y + 8, x:x + 8] = tiles[k * 10 + t, :, :, 0]
+            deltas.append(float(score(img) - m0))
+        assert expl.map[y, x] == pytest.approx(np.mean(deltas), abs=1e-4)
+
+
+def test_lone_image_pool_is_the_image_itself_with_warning():
+    sc = km.cue_scene()
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    roi = roi_from_box((64, 64), *sc["box"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expl = explain_pdcr(model, sc["image"], roi, 1, label=sc["label"], config=PdCRConfig(n=5, screen=2))
+    assert expl.params["pool"]["self_pool"] is True
+    assert any("itself" in w for w in expl.warnings)
+    rest = _elsewhere(expl.map)
+    assert np.all(rest[np.isfinite(rest)] == 0.0)
+
+
+def test_partial_edge_blocks_and_non_multiple_sizes():
+    """A 60x60 image: the last row/column of blocks is 4 pixels wide and still evaluated."""
+    sc = km.cue_scene()
+    img = sc["image"][:, :60, :60]
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    rng = np.random.default_rng(0)
+    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 30, 30)).astype(np.float32)])
+    roi = roi_from_box((60, 60), 8, 8, 24, 24)
+    expl = explain_pdcr(model, img, roi, 1, pool=pool, label=sc["label"][:60, :60], config=PdCRConfig(n=4))
+    assert expl.map.shape == (60, 60)
+    assert np.isfinite(expl.map[56:, 56:]).all()
+    assert expl.stats["n_blocks"] == 64 - 4
+
+
+@pytest.mark.parametrize("bad", [{"patch": 0}, {"n": 0}, {"screen": 0}, {"tau": -1}, {"batch_size": 0}])
+def test_bad_parameters_name_themselves(bad):
+    with pytest.raises(UserError, match=next(iter(bad))):
+        PdCRConfig(**bad)
+
+
+def test_mismatched_inputs_are_clear_errors():
+    sc = km.cue_scene()
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    with pytest.raises(IncompatibleInputError, match="RoI shape"):
+        explain_pdcr(model, sc["image"], np.ones((10, 10), bool), 1)
+    with pytest.raises(UserError, match="class 3"):
+        explain_pdcr(model, sc["image"], roi_from_box((64, 64), 8, 8, 24, 24), 3,
+                     pool=pool_from_arrays(model, [sc["image"]]))
