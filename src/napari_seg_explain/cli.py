@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
-    print(json.dumps(summary))
+    from .core.results import _jsonable
+
+    print(json.dumps(_jsonable(summary)))
     return 0
 
 

@@ -26,7 +26,8 @@ def pick_box(mask: np.ndarray, size: int = 32, step: int = 8) -> tuple[int, int,
         raise UserError(f"the slice ({h}x{w}) is smaller than a {size}x{size} RoI")
     sums = sliding_window_view(mask.astype(np.int32), (size, size)).sum(axis=(2, 3))[::step, ::step]
     iy, ix = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return iy * step, ix * step, iy * step + size, ix * step + size
+    y0, x0 = int(iy) * step, int(ix) * step
+    return y0, x0, y0 + size, x0 + size
 
 
 def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = True) -> dict[str, Any]:

@@ -81,6 +81,13 @@ def load_card(path: str | Path) -> ModelCard:
     except (OSError, yaml.YAMLError) as exc:
         raise ModelLoadError(f"cannot read model card {path}: {exc}") from exc
     _require(isinstance(raw, dict), path, "must be a YAML mapping of keys to values")
+    try:
+        return _card_from_dict(raw, path)
+    except (TypeError, ValueError) as exc:  # e.g. in_channels: three
+        raise ModelLoadError(f"model card {path}: a value has the wrong type ({exc})") from exc
+
+
+def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
     arch = raw.get("architecture")
     arch_name, arch_kwargs = None, {}
     if isinstance(arch, str):

@@ -152,14 +152,19 @@ def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load TorchScript model {path.name}: {exc}") from exc
     if suffix in (".pt", ".pth", ".safetensors"):
-        net = _build_architecture(card, path)
         try:
             state = _read_state_dict(path)
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot read weights from {path.name}: {exc}") from exc
-        result = net.load_state_dict(state, strict=False)
+        net = _build_architecture(card, path)
+        try:
+            result = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # strict=False still raises on shape mismatches
+            raise ModelLoadError(f"the weights in {path.name} do not fit {card.architecture}"
+                                 f"({card.architecture_kwargs}): {exc}; check the architecture kwargs in the "
+                                 "model card") from exc
         if result.missing_keys or result.unexpected_keys:
             raise ModelLoadError(
                 f"the weights in {path.name} do not fit {card.architecture}({card.architecture_kwargs}): "
@@ -288,8 +293,13 @@ class SegmentationModel:
 
         if self.is_onnx:
             sess = self.net
-            feed = {sess.get_inputs()[0].name: x.detach().cpu().numpy().astype(np.float32)}
-            return torch.from_numpy(sess.run(None, feed)[0]).to(x.device)
+            inp = sess.get_inputs()[0]
+            arr = x.detach().cpu().numpy().astype(np.float32)
+            if inp.shape and inp.shape[0] == 1 and arr.shape[0] > 1:  # exported with a static batch of 1
+                out = np.concatenate([sess.run(None, {inp.name: arr[i:i + 1]})[0] for i in range(arr.shape[0])])
+            else:
+                out = sess.run(None, {inp.name: arr})[0]
+            return torch.from_numpy(out).to(x.device)
         if self.per_sample:
             return torch.cat([_first_tensor(self.net(x[i:i + 1])) for i in range(x.shape[0])])
         try:

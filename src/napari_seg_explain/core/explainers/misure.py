@@ -42,8 +42,8 @@ class MiSuReConfig:
     param_size: int = 224  # resolution of the optimised mask parameter
     iterations: int = 100
     lr: float = 0.1  # paper (the code uses 0.01)
-    l1: float = 1.0  # lambda: sparsity weight on mean |M| inside the sufficient region
-    tv: float = 0.2  # gamma: total-variation weight
+    l1: float = 0.5  # lambda: sparsity weight on mean |M| inside the sufficient region
+    tv: float = 1.0  # gamma: total-variation weight
     tv_beta: float = 2.0  # beta of TV_beta
     alpha_background: float = 0.5
     alpha_class: float = 0.5

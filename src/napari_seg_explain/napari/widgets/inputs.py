@@ -1,0 +1,269 @@
+"""Turn napari layers into the arrays the core takes: the explained plane, the RoI, the label, the pool.
+
+Runs in the GUI thread (fast: copies and rasterisation only); never modifies a layer. Every problem the
+user can fix raises :class:`~napari_seg_explain.core.errors.UserError` with a message saying what to do.
+
+Coordinates: a volume layer is ``(slices, rows, cols)``; its explained plane is ``layer.data[z]`` with
+``z`` the slice the viewer shows (``layer.world_to_data(viewer.dims.point)[0]``). Shapes are mapped into
+the image layer's data coordinates through world coordinates, so a Shapes layer with a different
+scale/translate than the image still gives the right pixels. A pixel belongs to a drawn RoI when its
+centre lies inside the shape (napari pixel ``i`` spans ``i - 0.5 .. i + 0.5``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...core.errors import UserError
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels, Layer, Shapes
+
+    from ...core.models import SegmentationModel
+    from ...core.perturbations import TilePool
+
+AREA_SHAPES = ("rectangle", "polygon", "ellipse")
+
+
+def spatial_ndim(layer: "Layer") -> int:
+    """Spatial dimensions of an image layer (an RGB layer's colour axis excluded)."""
+    return layer.data.ndim - (1 if getattr(layer, "rgb", False) else 0)
+
+
+def check_image_layer(layer: "Image") -> None:
+    nd = spatial_ndim(layer)
+    if nd not in (2, 3):
+        raise UserError(f"layer {layer.name!r} has {nd} spatial dimensions {tuple(layer.data.shape)}; pick a 2-D "
+                        "image or a (slices, rows, cols) volume")
+
+
+def current_slice(viewer: "napari.Viewer", layer: "Layer") -> int | None:
+    """The slice of ``layer`` the viewer shows (``None`` for 2-D layers)."""
+    if spatial_ndim(layer) != 3:
+        return None
+    z = layer.world_to_data(tuple(viewer.dims.point))[0]
+    return int(np.clip(np.round(z), 0, layer.data.shape[0] - 1))
+
+
+def plane_of(layer: "Image", z: int | None) -> np.ndarray:
+    """The explained plane as a ``(C, H, W)`` float32 copy (RGB: 3 channels, alpha dropped)."""
+    check_image_layer(layer)
+    data = layer.data
+    if getattr(layer, "rgb", False):
+        arr = np.asarray(data[z] if data.ndim == 4 else data)[..., :3]
+        return np.array(np.moveaxis(arr, -1, 0), dtype=np.float32)
+    arr = np.asarray(data[z] if data.ndim == 3 else data)
+    return np.array(arr[None], dtype=np.float32)
+
+
+def _full_world(viewer: "napari.Viewer", world: np.ndarray) -> np.ndarray:
+    """A world position with every viewer axis: the viewer's point with the trailing axes from ``world``."""
+    point = np.array(viewer.dims.point, dtype=float)
+    if len(world) >= len(point):
+        return np.asarray(world, float)
+    point[len(point) - len(world):] = world
+    return point
+
+
+def _to_image_data(viewer: "napari.Viewer", shapes: "Shapes", image: "Layer", verts: np.ndarray) -> np.ndarray:
+    """Vertices in the Shapes layer's data coordinates -> the image layer's data coordinates."""
+    out = []
+    for v in np.asarray(verts, float):
+        world = np.asarray(shapes.data_to_world(v), float)
+        out.append(np.asarray(image.world_to_data(_full_world(viewer, world)), float)[-spatial_ndim(image):])
+    return np.array(out)
+
+
+def _ellipse_polygon(corners: np.ndarray, n: int = 96) -> np.ndarray:
+    """An ellipse given by its 4 bounding-box corners (napari's ellipse data) as an ``n``-gon."""
+    c = corners.mean(axis=0)
+    u = (corners[1] - corners[0]) / 2
+    w = (corners[3] - corners[0]) / 2
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
+    return c + np.cos(t) * u + np.sin(t) * w
+
+
+def pick_shape_index(shapes: "Shapes") -> int:
+    """The shape to use: the selected one (highest index if several), else the newest."""
+    if len(shapes.data) == 0:
+        raise UserError(f"the Shapes layer {shapes.name!r} is empty: draw a rectangle, polygon or ellipse over the "
+                        "structure to explain")
+    selected = sorted(getattr(shapes, "selected_data", ()) or ())
+    return int(selected[-1]) if selected else len(shapes.data) - 1
+
+
+@dataclass
+class RoI:
+    """A RoI mask on the explained plane, the plane's slice index and a description of where it came from."""
+
+    mask: np.ndarray
+    slice_index: int | None
+    description: str
+
+
+def roi_from_shapes(viewer: "napari.Viewer", shapes: "Shapes", image: "Image", z: int | None) -> RoI:
+    """RoI from the selected/newest shape of ``shapes``, on ``image``'s plane.
+
+    For a volume, a shape drawn on a slice (3-D vertices) defines the slice; a 2-D shape uses ``z``.
+    """
+    from ...core.rois import roi_from_polygon
+
+    check_image_layer(image)
+    idx = pick_shape_index(shapes)
+    stype = shapes.shape_type[idx]
+    if stype not in AREA_SHAPES:
+        raise UserError(f"shape {idx} of {shapes.name!r} is a {stype}, which has no inside: draw a rectangle, "
+                        "polygon or ellipse as the RoI")
+    verts = _to_image_data(viewer, shapes, image, shapes.data[idx])
+    nd = spatial_ndim(image)
+    if nd == 3:
+        zs = verts[:, 0]
+        if shapes.ndim >= 3:
+            if np.ptp(zs) > 0.5:
+                raise UserError(f"shape {idx} of {shapes.name!r} spans several slices; draw the RoI on one slice")
+            z = int(np.round(zs.mean()))
+            if not 0 <= z < image.data.shape[0]:
+                raise UserError(f"the RoI lies on slice {z}, outside {image.name!r} (0..{image.data.shape[0] - 1})")
+        verts = verts[:, 1:]
+    if stype == "ellipse":
+        verts = _ellipse_polygon(verts)
+    shape2d = tuple(image.data.shape[-3:-1] if getattr(image, "rgb", False) else image.data.shape[-2:])
+    mask = roi_from_polygon(shape2d, verts)
+    desc = f"{stype} {idx} of {shapes.name!r}" + (f" on slice {z}" if nd == 3 else "")
+    return RoI(mask, z if nd == 3 else None, desc)
+
+
+def _plane_of_labels(labels: "Labels", image: "Image", z: int | None, what: str) -> np.ndarray:
+    nd = spatial_ndim(image)
+    data = labels.data
+    img_shape = tuple(image.data.shape[:-1] if getattr(image, "rgb", False) else image.data.shape)
+    if tuple(data.shape) == img_shape:
+        plane = data[z] if nd == 3 else data
+    elif nd == 3 and data.ndim == 2 and tuple(data.shape) == img_shape[1:]:
+        plane = data
+    else:
+        raise UserError(f"the {what} layer {labels.name!r} has shape {tuple(data.shape)} but the image "
+                        f"{image.name!r} is {img_shape}; pick a Labels layer drawn on this image")
+    return np.asarray(plane)
+
+
+def roi_from_labels(labels: "Labels", image: "Image", z: int | None) -> RoI:
+    """RoI = the non-zero pixels of ``labels`` at the explained slice."""
+    from ...core.rois import roi_from_mask
+
+    plane = _plane_of_labels(labels, image, z, "RoI")
+    if not plane.any():
+        raise UserError(f"the Labels layer {labels.name!r} has no painted pixel on slice {z}: paint the RoI "
+                        "on the slice to explain, or use a Shapes layer")
+    desc = f"non-zero pixels of {labels.name!r}" + (f" on slice {z}" if z is not None else "")
+    return RoI(roi_from_mask(plane), z, desc)
+
+
+def label_plane(labels: "Labels", image: "Image", z: int | None, target: int) -> np.ndarray:
+    """Ground truth of class ``target`` on the plane: ``== target`` for multi-class labels, else non-zero."""
+    plane = _plane_of_labels(labels, image, z, "ground-truth")
+    values = np.unique(plane)
+    if np.setdiff1d(values, [0, 1]).size:
+        return (plane == target).astype(np.uint8)
+    return (plane != 0).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------ pools
+POOL_VOLUME = "Other slices of this volume (±5 excluded)"
+POOL_LAYERS = "Other open image layers"
+POOL_FOLDER = "Images in a folder…"
+POOL_SELF = "The image itself (fallback, not the paper's setting)"
+POOL_CHOICES = (POOL_VOLUME, POOL_LAYERS, POOL_FOLDER, POOL_SELF)
+
+
+@dataclass
+class PoolSpec:
+    """What the perturbation pool is made of; :meth:`build` runs in the worker (reads, normalises)."""
+
+    kind: str
+    arrays: list[Any] = field(default_factory=list)  # references to layer data (read, never written)
+    rgb: list[bool] = field(default_factory=list)
+    slice_index: int | None = None
+    exclude: int = 5
+    folder: str | None = None
+    exclude_source: str | None = None
+    description: str = ""
+
+    def planes(self) -> list[np.ndarray]:
+        """The pool's 2-D images as ``(C, H, W)`` float32 (constant images skipped)."""
+        out: list[np.ndarray] = []
+        if self.kind == "volume":
+            vol = self.arrays[0]
+            out = [np.asarray(vol[k], dtype=np.float32)[None] for k in range(vol.shape[0])
+                   if abs(k - int(self.slice_index)) > self.exclude]
+        elif self.kind == "layers":
+            for data, rgb in zip(self.arrays, self.rgb):
+                if rgb:
+                    arr = np.asarray(data)[..., :3]
+                    stack = [np.moveaxis(arr, -1, 0)] if arr.ndim == 3 else [np.moveaxis(a, -1, 0) for a in arr]
+                elif data.ndim == 2:
+                    stack = [np.asarray(data)[None]]
+                else:
+                    stack = [np.asarray(data[k])[None] for k in range(data.shape[0])]
+                out += [np.asarray(s, dtype=np.float32) for s in stack]
+        return [p for p in out if np.ptp(p) > 0]
+
+    def build(self, model: "SegmentationModel", block: int) -> "TilePool | None":
+        from ...core.perturbations import pool_from_arrays, pool_from_paths
+
+        if self.kind == "self":
+            return None  # PdCR falls back to the image itself and records a warning
+        if self.kind == "folder":
+            return pool_from_paths(model, [self.folder], block, exclude_source=self.exclude_source)
+        planes = self.planes()
+        if not planes:
+            raise UserError(f"the perturbation pool ({self.description}) holds no usable image; pick another pool")
+        return pool_from_arrays(model, planes, block, source=self.description)
+
+
+def pool_spec(choice: str, viewer: "napari.Viewer", image: "Image", z: int | None, folder: str = "",
+              exclude: int = 5) -> PoolSpec:
+    """Validate the pool choice now (GUI thread); the pool is built later in the worker."""
+    meta = image.metadata.get("seg_explain") if isinstance(image.metadata, dict) else None
+    source = (meta or {}).get("source")
+    if choice == POOL_VOLUME:
+        if spatial_ndim(image) != 3 or getattr(image, "rgb", False):
+            raise UserError(f"{image.name!r} is a 2-D image, it has no other slices: choose other open image "
+                            "layers, a folder, or the image itself as the perturbation pool")
+        return PoolSpec("volume", [image.data], [False], slice_index=z, exclude=exclude,
+                        description=f"other slices of {image.name!r} (excluding ±{exclude} around {z})")
+    if choice == POOL_LAYERS:
+        from napari.layers import Image as ImageLayer
+
+        others = [lay for lay in viewer.layers if isinstance(lay, ImageLayer) and lay is not image
+                  and spatial_ndim(lay) in (2, 3)]
+        if not others:
+            raise UserError("there is no other image layer to draw replacement blocks from: open some images, or "
+                            "choose another pool")
+        return PoolSpec("layers", [lay.data for lay in others], [bool(lay.rgb) for lay in others],
+                        description=f"image layers {', '.join(repr(lay.name) for lay in others)}")
+    if choice == POOL_FOLDER:
+        if not folder or not Path(folder).is_dir():
+            raise UserError(f"pool folder {folder!r} is not a folder: choose a folder of images (PNG, NIfTI, ...)")
+        return PoolSpec("folder", folder=folder, exclude_source=source, description=f"images in {folder}")
+    if choice == POOL_SELF:
+        return PoolSpec("self", description="the explained image itself")
+    raise UserError(f"unknown perturbation pool {choice!r}")
+
+
+def explanation_geometry(image: "Image", z: int | None) -> dict[str, Any]:
+    """The ``geometry`` recorded in an Explanation made from a layer (source file geometry when known)."""
+    meta = image.metadata.get("seg_explain") if isinstance(image.metadata, dict) else None
+    out: dict[str, Any] = {}
+    for key in ("source", "affine", "spatial_shape", "axis_order", "channel"):
+        if isinstance(meta, dict) and meta.get(key) is not None:
+            out[key] = meta[key]
+    out |= {"layer": image.name, "layer_shape": list(image.data.shape), "slice_index": z,
+            "slice_axis": 2 if z is not None else None, "layer_slice_axis": 0 if z is not None else None,
+            "scale": [float(s) for s in image.scale], "translate": [float(t) for t in image.translate]}
+    return out

@@ -1,0 +1,192 @@
+"""Work the widget runs in a napari worker thread: no Qt, no layers, only arrays and the core.
+
+Generators yield :class:`~napari_seg_explain.core.progress.Progress` (so ``worker.quit()`` stops them at the
+next ``yield``) and return their result; they can also be drained synchronously with
+:func:`napari_seg_explain.core.progress.drive`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...core.progress import Progress
+
+if TYPE_CHECKING:
+    from ...core.models import SegmentationModel
+    from ...core.results import Explanation
+    from .inputs import PoolSpec
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model and what the widget shows about it."""
+
+    model: "SegmentationModel"
+    n_classes: int
+    class_names: list[str]
+    seconds_per_image: float  # measured on one batch at the timing size
+    timing_size: tuple[int, int]
+    timing_batch: int
+
+
+def _timing_size(model: "SegmentationModel") -> tuple[int, int]:
+    size = model.card.input_size
+    return (int(size[0]), int(size[1])) if size and len(size) == 2 else (128, 128)
+
+
+def load_model_job(path: str, card: str | None, device: str) -> LoadedModel:
+    """Load the model and time one batch (a warm-up pass, then ``batch`` images)."""
+    from ...core.models import load_model
+
+    model = load_model(path, card or None, device=device)
+    return describe_model(model)
+
+
+def describe_model(model: "SegmentationModel", batch: int = 8) -> LoadedModel:
+    """Number of classes (from one forward pass when the card does not list them) and the time per image."""
+    import torch
+
+    if model.card.spatial_dims != 2:
+        k = len(model.card.classes) or 2
+        return LoadedModel(model, k, _class_names(model, k), float("nan"), (0, 0), 0)
+    h, w = _timing_size(model)
+    c = model.card.in_channels or 1
+    x = torch.zeros((batch, c, h, w), dtype=torch.float32)
+    x[:, :, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
+    passes = model.forward_passes
+    with torch.inference_mode(), model.eval_mode():
+        probs = model.forward_normalized(model.normalize(x[:1]))  # warm-up
+        t0 = time.perf_counter()
+        model.forward_normalized(model.normalize(x))
+        spi = (time.perf_counter() - t0) / batch
+    model.forward_passes = passes  # timing passes are not part of any result
+    k = int(probs.shape[1])
+    return LoadedModel(model, k, _class_names(model, k), spi, (h, w), batch)
+
+
+def _class_names(model: "SegmentationModel", k: int) -> list[str]:
+    names = list(model.card.classes)
+    n = 2 if k == 1 else k
+    return [names[i] if i < len(names) else f"class {i}" for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------- segmenting
+def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None, rgb: bool = False,
+                batch_size: int = 8) -> Generator[Progress, None, np.ndarray]:
+    """Labels of one plane (``slice_index``), of a 2-D layer, or of every slice of a volume layer.
+
+    ``data``: the layer's data (read only): ``(slices, rows, cols)``, ``(rows, cols)`` or RGB
+    ``(rows, cols, 3)``. Returns ``(rows, cols)`` labels, or ``(slices, rows, cols)`` for the whole volume.
+    """
+    from ...core.models import labels_from_probs
+
+    def planes(idx: range | list[int]) -> np.ndarray:
+        if rgb:
+            return np.stack([np.moveaxis(np.asarray(data[k] if data.ndim == 4 else data)[..., :3], -1, 0)
+                             for k in idx]).astype(np.float32)
+        return np.stack([np.asarray(data[k] if data.ndim == 3 else data)[None] for k in idx]).astype(np.float32)
+
+    spatial = data.ndim - (1 if rgb else 0)
+    if model.card.spatial_dims == 3:
+        if spatial != 3:
+            raise ValueError("a 3-D model needs a volume layer")
+        yield Progress(0, 1, "segmenting the volume")
+        vol = np.moveaxis(np.asarray(data, dtype=np.float32), 0, -1)[None]  # (1, rows, cols, slices)
+        probs = model.predict(vol, batch_size=1)
+        yield Progress(1, 1, "segmenting the volume")
+        return np.moveaxis(labels_from_probs(probs), -1, 0)
+    if spatial == 2 or slice_index is not None:
+        yield Progress(0, 1, "segmenting the slice")
+        probs = model.predict(planes([slice_index if spatial == 3 else 0]), batch_size=1)[0]
+        yield Progress(1, 1, "segmenting the slice")
+        return labels_from_probs(probs)
+    n = int(data.shape[0])
+    out = np.zeros(tuple(data.shape[:3]) if not rgb else tuple(data.shape[:3]), dtype=np.uint8)
+    yield Progress(0, n, "segmenting the volume")
+    for start in range(0, n, batch_size):
+        idx = range(start, min(n, start + batch_size))
+        probs = model.predict(planes(idx), batch_size=batch_size)
+        lab = labels_from_probs(probs, axis=1)
+        if lab.dtype != out.dtype:
+            out = out.astype(lab.dtype)
+        out[start:start + len(idx)] = lab
+        yield Progress(start + len(idx), n, "segmenting the volume")
+    return out
+
+
+# ------------------------------------------------------------------------------------- explaining
+@dataclass
+class ExplainRequest:
+    """Everything one explainer run needs, gathered in the GUI thread."""
+
+    method: str  # "pdcr" | "misure"
+    model: "SegmentationModel"
+    image: np.ndarray  # (C, H, W) float32 copy
+    roi: np.ndarray | None
+    target: int
+    config: Any
+    label: np.ndarray | None = None
+    pool: "PoolSpec | None" = None
+    geometry: dict[str, Any] = field(default_factory=dict)
+
+
+def explain_job(req: ExplainRequest) -> Generator[Progress, None, "Explanation"]:
+    """Build the pool (PdCR), then ``yield from`` the core explainer; returns its ``Explanation``."""
+    from ...core.explainers import misure, pdcr
+
+    if req.method == "pdcr":
+        yield Progress(0, 1, "preparing the perturbation pool")
+        pool = req.pool.build(req.model, req.config.patch) if req.pool is not None else None
+        return (yield from pdcr(req.model, req.image, req.roi, req.target, pool=pool, label=req.label,
+                                config=req.config, geometry=req.geometry))
+    if req.method == "misure":
+        return (yield from misure(req.model, req.image, req.roi, req.target, config=req.config,
+                                  geometry=req.geometry))
+    raise ValueError(f"unknown method {req.method!r}")
+
+
+# ----------------------------------------------------------------------------------- cost estimate
+def pdcr_blocks(roi: np.ndarray, patch: int) -> int:
+    """Number of blocks PdCR evaluates (those not touching the RoI)."""
+    from ...core.rois import blocks_touching
+
+    return int((~blocks_touching(np.asarray(roi, bool), patch)).sum())
+
+
+def auto_batch_size(seconds_per_image: float, target_s: float = 0.25, lo: int = 4, hi: int = 64) -> int:
+    """Largest power of two whose batch takes about ``target_s`` (so Cancel acts within a second)."""
+    if not np.isfinite(seconds_per_image) or seconds_per_image <= 0:
+        return 32
+    n = int(target_s / seconds_per_image)
+    b = lo
+    while b * 2 <= min(n, hi):
+        b *= 2
+    return b
+
+
+def image_seconds(info: LoadedModel, plane_shape: tuple[int, int]) -> float:
+    """Time per image for a plane: the measured time, scaled by area when the model runs at the plane's size."""
+    spi = info.seconds_per_image
+    if not np.isfinite(spi):
+        return float("nan")
+    if info.model.card.input_size:
+        return spi
+    th, tw = info.timing_size
+    return spi * (plane_shape[0] * plane_shape[1]) / max(1, th * tw)
+
+
+def format_seconds(s: float) -> str:
+    if not np.isfinite(s):
+        return "?"
+    if s < 1:
+        return "< 1 s"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"

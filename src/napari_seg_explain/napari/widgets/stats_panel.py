@@ -1,0 +1,208 @@
+"""The results panel: the numbers the papers report, a colour legend and share bars, painted with plain Qt."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QRectF, QSize, Qt
+from qtpy.QtGui import QBrush, QColor, QFont, QLinearGradient, QPainter, QPen
+from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from ..layers import PDCR_COLORS
+
+if TYPE_CHECKING:
+    from ...core.results import Explanation
+
+
+def _qcolor(rgba: tuple[float, ...]) -> QColor:
+    return QColor.fromRgbF(*[float(c) for c in rgba])
+
+
+RED = _qcolor(PDCR_COLORS["strong_support"])
+BLUE = _qcolor(PDCR_COLORS["strong_against"])
+GRAY = QColor(150, 150, 150)
+
+
+class LegendBar(QWidget):
+    """Colour legend of the shown map: PdCR diverging (red, transparent, blue) or MiSuRe inferno."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.method = "pdcr"
+        self.limit = 1.0
+        self.setMinimumHeight(44)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(260, 44)
+
+    def set_state(self, method: str, limit: float) -> None:
+        self.method, self.limit = method, float(limit)
+        self.update()
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        w = self.width()
+        bar = QRectF(4, 4, w - 8, 14)
+        # checkerboard under the bar, so "transparent" reads as transparent
+        for i in range(int(bar.width() // 7) + 1):
+            for j in range(2):
+                if (i + j) % 2:
+                    p.fillRect(QRectF(bar.x() + 7 * i, bar.y() + 7 * j, 7, 7), QColor(205, 205, 205))
+                else:
+                    p.fillRect(QRectF(bar.x() + 7 * i, bar.y() + 7 * j, 7, 7), QColor(245, 245, 245))
+        grad = QLinearGradient(bar.left(), 0, bar.right(), 0)
+        if self.method == "pdcr":
+            c = PDCR_COLORS
+            grad.setColorAt(0.0, _qcolor(c["strong_support"]))
+            grad.setColorAt(0.495, _qcolor(c["weak_support"]))
+            grad.setColorAt(0.4951, QColor(0, 0, 0, 0))
+            grad.setColorAt(0.5049, QColor(0, 0, 0, 0))
+            grad.setColorAt(0.505, _qcolor(c["weak_against"]))
+            grad.setColorAt(1.0, _qcolor(c["strong_against"]))
+            labels = (f"−{self.limit:.2g} supports RoI", "0 irrelevant", f"+{self.limit:.2g} works against")
+        else:
+            from matplotlib import colormaps
+
+            cmap = colormaps["inferno"]
+            for t in np.linspace(0, 1, 11):
+                grad.setColorAt(float(t), _qcolor(cmap(float(t))))
+            grad.setColorAt(0.0, QColor(0, 0, 0, 0))
+            labels = ("0 (transparent)", "saliency", "1")
+        p.fillRect(bar, QBrush(grad))
+        p.setPen(QPen(QColor(120, 120, 120)))
+        p.drawRect(bar)
+        p.setPen(self.palette().color(self.foregroundRole()))
+        f = QFont(self.font())
+        f.setPointSizeF(max(7.0, f.pointSizeF() - 1))
+        p.setFont(f)
+        y = int(bar.bottom()) + 16
+        fm = p.fontMetrics()
+        p.drawText(int(bar.left()), y, labels[0])
+        p.drawText(int(bar.center().x() - fm.horizontalAdvance(labels[1]) / 2), y, labels[1])
+        p.drawText(int(bar.right() - fm.horizontalAdvance(labels[2])), y, labels[2])
+        p.end()
+
+
+class ShareBars(QWidget):
+    """Horizontal bars: shares (%) of supporting (red), opposing (blue) and irrelevant (gray) blocks."""
+
+    ROWS = (("supports (red)", "negative_share", RED), ("works against (blue)", "positive_share", BLUE),
+            ("irrelevant", "irrelevant_share", GRAY))
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.shares: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.setMinimumHeight(60)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(260, 60)
+
+    def set_stats(self, stats: dict[str, Any]) -> None:
+        self.shares = {k: float(stats.get(k, 0.0) or 0.0) for _, k, _ in self.ROWS}
+        self.counts = {"negative_share": int(stats.get("n_negative", 0) or 0),
+                       "positive_share": int(stats.get("n_positive", 0) or 0),
+                       "irrelevant_share": int(stats.get("n_irrelevant", 0) or 0)}
+        self.update()
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        fg = self.palette().color(self.foregroundRole())
+        fm = p.fontMetrics()
+        label_w = max(fm.horizontalAdvance(name) for name, _, _ in self.ROWS) + 8
+        value_w = fm.horizontalAdvance("100.0% (9999)") + 6
+        bar_w = max(20, self.width() - label_w - value_w - 8)
+        row_h = 18
+        for i, (name, key, color) in enumerate(self.ROWS):
+            y = 2 + i * (row_h + 2)
+            share = self.shares.get(key, 0.0)
+            p.setPen(fg)
+            p.drawText(QRectF(0, y, label_w, row_h), int(Qt.AlignmentFlag.AlignVCenter), name)
+            p.fillRect(QRectF(label_w, y + 3, bar_w, row_h - 6), QColor(128, 128, 128, 50))
+            p.fillRect(QRectF(label_w, y + 3, bar_w * share / 100.0, row_h - 6), color)
+            p.setPen(fg)
+            p.drawText(QRectF(label_w + bar_w + 6, y, value_w, row_h), int(Qt.AlignmentFlag.AlignVCenter),
+                       f"{share:.1f}% ({self.counts.get(key, 0)})")
+        p.end()
+
+
+class StatsPanel(QWidget):
+    """What the papers report for the last explanation, with its legend (empty until a result exists)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.title = QLabel("No result yet: draw a RoI and press Run.")
+        self.title.setWordWrap(True)
+        self.legend = LegendBar()
+        self.bars = ShareBars()
+        self.grid = QGridLayout()
+        self.grid.setHorizontalSpacing(10)
+        self.grid.setVerticalSpacing(1)
+        self.values: dict[str, QLabel] = {}
+        lay.addWidget(self.title)
+        lay.addWidget(self.legend)
+        lay.addWidget(self.bars)
+        lay.addLayout(self.grid)
+        self.legend.hide()
+        self.bars.hide()
+
+    def _set_rows(self, rows: list[tuple[str, str]]) -> None:
+        while self.grid.count():
+            item = self.grid.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.values = {}
+        for i, (name, value) in enumerate(rows):
+            k = QLabel(name)
+            v = QLabel(value)
+            v.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.grid.addWidget(k, i // 2, 2 * (i % 2))
+            self.grid.addWidget(v, i // 2, 2 * (i % 2) + 1)
+            self.values[name] = v
+
+    def clear(self) -> None:
+        self.title.setText("No result yet: draw a RoI and press Run.")
+        self.legend.hide()
+        self.bars.hide()
+        self._set_rows([])
+
+    def show_explanation(self, expl: "Explanation", title: str = "") -> None:
+        s, prov = expl.stats, expl.provenance
+        time_s = prov.get("wall_time_s")
+        common = [("forward passes", f"{int(prov.get('forward_passes', s.get('forward_passes', 0))):,}"),
+                  ("wall time", f"{time_s:.1f} s" if isinstance(time_s, (int, float)) else "?"),
+                  ("device", str((prov.get("model") or {}).get("device", "?")))]
+        if expl.method == "pdcr":
+            from ..layers import symmetric_limit
+
+            self.legend.set_state("pdcr", symmetric_limit(expl.map))
+            self.bars.set_stats(s)
+            self.bars.show()
+            rows = [("M0 (Dice points)", f"{s.get('M0', float('nan')):.2f}"),
+                    ("metric", str(s.get("metric", "?")).replace("_", " ")),
+                    ("min ATE", f"{s.get('min_ate', float('nan')):+.3f}"),
+                    ("max ATE", f"{s.get('max_ate', float('nan')):+.3f}"),
+                    ("blocks", f"{s.get('n_blocks', 0)} ({s.get('n_blocks_screened_in', 0)} past screening)"),
+                    ("N / S / τ", f"{expl.params.get('n')} / {expl.params.get('screen')} / {expl.params.get('tau')}")]
+            head = "PdCR: average treatment effect of each block on the RoI Dice (Dice points)"
+        else:
+            self.legend.set_state("misure", 1.0)
+            self.bars.hide()
+            rows = [("Dice explained", f"{s.get('dice_explained', float('nan')):.3f}"),
+                    ("perturbation ratio", f"{s.get('perturbation_ratio', float('nan')):.3f}"),
+                    ("dilations", f"{s.get('dilations', '?')}"),
+                    ("saliency pixels", f"{s.get('saliency_pixels', '?')}")]
+            head = "MiSuRe: minimally sufficient region (saliency) and sufficient region (cyan)"
+        self.legend.show()
+        self.title.setText(f"<b>{head}</b>" + (f"<br>{title}" if title else ""))
+        self._set_rows(rows + common)
+
+    def text(self) -> str:
+        """The panel's numbers as plain text (for tests and logs)."""
+        return "; ".join(f"{k}: {v.text()}" for k, v in self.values.items())
