@@ -30,11 +30,19 @@ def pdcr_limits(amap: np.ndarray) -> float:
 
 def draw_pdcr(ax, image2d: np.ndarray, expl: "Explanation"):
     """Scan in gray, ATE map red (supports) / blue (works against) / transparent (0), RoI outlined."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     _gray(ax, image2d)
     amap = expl.map
     lim = pdcr_limits(amap)
-    shown = np.ma.masked_where(~np.isfinite(amap) | (amap == 0), amap)
-    im = ax.imshow(shown, cmap="RdBu", vmin=-lim, vmax=lim, alpha=0.75, interpolation="nearest")
+    norm = Normalize(-lim, lim)
+    rgba = colormaps["RdBu"](norm(np.nan_to_num(amap)))
+    strength = np.abs(np.nan_to_num(amap)) / lim
+    rgba[..., 3] = np.where(strength > 0, 0.35 + 0.6 * strength, 0.0)  # 0 = transparent, stronger = more opaque
+    ax.imshow(rgba, interpolation="nearest")
+    im = ScalarMappable(norm=norm, cmap="RdBu")
     _outline(ax, expl.roi, "lime", 1.5)
     s = expl.stats
     ax.set_title(f"PdCR  M0={s['M0']:.1f}  red {s['negative_share']:.0f}% / blue {s['positive_share']:.0f}% / "
