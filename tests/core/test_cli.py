@@ -135,3 +135,19 @@ def test_debug_shows_traceback_and_entry_point(tmp_path):
     res = subprocess.run([sys.executable, "-m", "napari_seg_explain.cli", "--debug", "segment", "nope.nii",
                           "--model", MODEL, "-o", str(tmp_path / "m.nii.gz")], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" in res.stderr and "error: " in res.stderr
+
+
+def test_roi_mask_and_class_by_name(tmp_path, capsys):
+    """--roi-mask (a volume: its slice Z is used) and --class given by the card's class name."""
+    vol = nib.load(VOL)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[40:56, 24:40, Z] = 1
+    nib.save(nib.Nifti1Image(mask, vol.affine), str(tmp_path / "roi.nii.gz"))
+    out = tmp_path / "m.npy"
+    code, _, err = run(capsys, "--quiet", "pdcr", VOL, "--model", MODEL, "--roi-mask", tmp_path / "roi.nii.gz",
+                       "--class", "white_matter", "--slice", Z, *FAST, "-o", out)
+    assert code == 0, err
+    amap = np.load(out)
+    assert np.isnan(amap[40:56, 24:40]).all() and np.isfinite(amap[:32]).all()
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["params"]["target_class"] == 1 and meta["roi_pixels"] == 256
