@@ -108,6 +108,21 @@ class _Bar:
             self.bar.close()
 
 
+def run_with_bar(gen: Any, title: str, enabled: bool = True) -> Any:
+    """Drive an explainer generator with a progress bar on stderr; return its result."""
+    from .core.progress import drive
+
+    bar = _Bar(enabled, title)
+    try:
+        return drive(gen, bar)
+    finally:
+        bar.close()
+
+
+def _save_summary(command: str, expl: Any, out: Path, image: Any, z: int | None) -> dict[str, Any]:
+    return _summary(command, expl.save(out, like=image, slice_index=z), expl)
+
+
 def _check_output(path: str) -> Path:
     from .core.results import split_suffix
 
@@ -202,7 +217,6 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_pdcr(args: argparse.Namespace) -> dict[str, Any]:
     from .core.explainers.pdcr import PdCRConfig, pdcr
     from .core.perturbations import pool_from_paths, pool_from_volume
-    from .core.progress import drive
 
     out = _check_output(args.output)
     cfg = PdCRConfig(patch=args.patch, screen=args.screen, tau=args.tau, n=args.n, seed=args.seed,
@@ -220,19 +234,12 @@ def cmd_pdcr(args: argparse.Namespace) -> dict[str, Any]:
         pool = pool_from_volume(model, image, z, cfg.patch, exclude=args.pool_exclude)
     else:
         pool = None  # the image itself, with a warning recorded in the result
-    bar = _Bar(not args.quiet, "PdCR")
-    try:
-        expl = drive(pdcr(model, plane, roi, target, pool=pool, label=label, config=cfg,
-                          geometry=_geometry(image, z)), bar)
-    finally:
-        bar.close()
-    files = expl.save(out, like=image, slice_index=z)
-    return _summary("pdcr", files, expl)
+    gen = pdcr(model, plane, roi, target, pool=pool, label=label, config=cfg, geometry=_geometry(image, z))
+    return _save_summary("pdcr", run_with_bar(gen, "PdCR", not args.quiet), out, image, z)
 
 
 def cmd_misure(args: argparse.Namespace) -> dict[str, Any]:
     from .core.explainers.misure import MiSuReConfig, misure
-    from .core.progress import drive
 
     out = _check_output(args.output)
     cfg = MiSuReConfig(seed=args.seed, iterations=args.iterations)
@@ -240,14 +247,8 @@ def cmd_misure(args: argparse.Namespace) -> dict[str, Any]:
     z = _slice_of(image, args.slice_index)
     plane = image.slice2d(z)
     roi = _roi(args, z, plane.shape[1:])
-    bar = _Bar(not args.quiet, "MiSuRe")
-    try:
-        expl = drive(misure(model, plane, roi, model.card.class_index(args.target), config=cfg,
-                            geometry=_geometry(image, z)), bar)
-    finally:
-        bar.close()
-    files = expl.save(out, like=image, slice_index=z)
-    return _summary("misure", files, expl)
+    gen = misure(model, plane, roi, model.card.class_index(args.target), config=cfg, geometry=_geometry(image, z))
+    return _save_summary("misure", run_with_bar(gen, "MiSuRe", not args.quiet), out, image, z)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,14 +34,13 @@ def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = 
     """Segment a sample slice, explain a 32x32 RoI with PdCR (paper defaults) and MiSuRe; write maps + PNG."""
     import yaml
 
-    from .cli import _Bar
+    from .cli import run_with_bar
     from .core.explainers.misure import misure
     from .core.explainers.pdcr import PdCRConfig, pdcr
     from .core.figure import save_demo_figure
     from .core.images import read_image, spatial_geometry, write_map
     from .core.models import load_model
     from .core.perturbations import pool_from_volume
-    from .core.progress import drive
     from .core.rois import roi_from_box
     from .core.sample import SAMPLE_CARD, SAMPLE_LABEL, SAMPLE_VOLUME, sample_path
 
@@ -60,12 +59,9 @@ def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = 
     print(f"sample slice z={z}, RoI box {box} (rows/cols, end exclusive)", file=sys.stderr)
 
     pool = pool_from_volume(model, image, z)
-    bar = _Bar(progress, "PdCR")
-    p_expl = drive(pdcr(model, plane, roi, 1, pool=pool, label=label, config=PdCRConfig(n=n), geometry=geom), bar)
-    bar.close()
-    bar = _Bar(progress, "MiSuRe")
-    m_expl = drive(misure(model, plane, None, 1, geometry=geom), bar)
-    bar.close()
+    p_expl = run_with_bar(pdcr(model, plane, roi, 1, pool=pool, label=label, config=PdCRConfig(n=n), geometry=geom),
+                          "PdCR", progress)
+    m_expl = run_with_bar(misure(model, plane, None, 1, geometry=geom), "MiSuRe", progress)
 
     files = [write_map(out_dir / "segmentation.nii.gz", seg, image, slice_index=z)]
     files += p_expl.save(out_dir / "pdcr_map.nii.gz", like=image, slice_index=z)

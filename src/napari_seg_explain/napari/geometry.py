@@ -207,11 +207,8 @@ def convention_text(affine: np.ndarray, axis_order: Sequence[int], fmt: str = ""
     else:
         head = (f"columns run {_WORDS[_OPPOSITE[col]]} to {_WORDS[col]}: left/right is not across the screen, "
                 f"so neither radiological nor neurological convention applies")
-        lr = [c for c in codes if c in ("L", "R")]
-        if lr and len(order) == 3 and codes[order[0]] in ("L", "R"):
+        if len(order) == 3 and codes[order[0]] in ("L", "R"):
             head += " (left/right is the slice axis)"
-        elif lr and row in ("L", "R"):
-            head += f" (left/right runs down the rows, {_WORDS[_OPPOSITE[row]]} at the top)"
     return f"{head}; {row_text}."
 
 
