@@ -40,14 +40,15 @@ MISURE_ROI = "MiSuRe RoI"
 RESULT_NAMES = (PDCR_MAP, PDCR_ROI, MISURE_SALIENCY, MISURE_REGION, MISURE_ROI)
 ROI_COLOR = "lime"
 
-# the PdCR colormap: colour stops at fractions of the contrast range (-L .. +L); the centre band is
-# transparent. Its half-width is small enough that any ATE above 0.2 % of L is coloured.
+# the PdCR colormap: colour stops at fractions of the contrast range (-L .. +L). The centre band is fully
+# transparent (its half-width is small enough that any |ATE| above 0.2 % of L is coloured); weak effects
+# are pale and see-through, so the scan stays readable, strong ones saturated and opaque.
 _CENTRE = 0.001
 PDCR_COLORS = {
-    "strong_support": (0.70, 0.02, 0.10, 1.0),   # -L: dark red
-    "weak_support": (0.99, 0.55, 0.45, 1.0),     # just below 0: light red
-    "weak_against": (0.50, 0.68, 1.00, 1.0),     # just above 0: light blue
-    "strong_against": (0.08, 0.20, 0.78, 1.0),   # +L: dark blue
+    "strong_support": (0.70, 0.02, 0.10, 1.0),   # -L: dark red, opaque
+    "weak_support": (0.98, 0.45, 0.35, 0.40),    # just below 0: light red, see-through
+    "weak_against": (0.40, 0.60, 1.00, 0.40),    # just above 0: light blue, see-through
+    "strong_against": (0.05, 0.20, 0.80, 1.0),   # +L: dark blue, opaque
 }
 
 
@@ -278,6 +279,16 @@ def segmentation_layer_data(labels: np.ndarray, geom: SliceGeometry, name: str,
 
 
 # ------------------------------------------------------------------------------ viewer updating
+def layer_kind(layer: Any) -> str:
+    """``"image"``, ``"labels"``, ``"shapes"`` or ``"other"`` (public API, no private layer attributes)."""
+    from napari.layers import Image, Labels, Shapes
+
+    for cls, kind in ((Labels, "labels"), (Image, "image"), (Shapes, "shapes")):
+        if isinstance(layer, cls):
+            return kind
+    return "other"
+
+
 _STYLE_KEYS = ("scale", "translate", "axis_labels", "units", "metadata", "colormap", "contrast_limits", "blending",
                "opacity", "interpolation2d")
 
@@ -295,7 +306,7 @@ def add_or_update(viewer: "napari.Viewer", layer_data: LayerDataTuple) -> "Layer
     if name in viewer.layers:
         old = viewer.layers[name]
         new_ndim = kwargs.get("ndim") if layer_type == "shapes" else np.ndim(data)
-        same_kind = old._type_string == layer_type and old.ndim == new_ndim
+        same_kind = layer_kind(old) == layer_type and old.ndim == new_ndim
         if same_kind and layer_type in ("image", "labels") and old.data.shape == np.shape(data) \
                 and not getattr(old, "rgb", False):
             for key in ("scale", "translate"):

@@ -263,7 +263,9 @@ def explanation_geometry(image: "Image", z: int | None) -> dict[str, Any]:
     for key in ("source", "affine", "spatial_shape", "axis_order", "channel"):
         if isinstance(meta, dict) and meta.get(key) is not None:
             out[key] = meta[key]
+    order = (meta or {}).get("axis_order") if isinstance(meta, dict) else None
+    file_axis = int(order[0]) if order and z is not None else (2 if z is not None else None)
     out |= {"layer": image.name, "layer_shape": list(image.data.shape), "slice_index": z,
-            "slice_axis": 2 if z is not None else None, "layer_slice_axis": 0 if z is not None else None,
+            "slice_axis": file_axis, "layer_slice_axis": 0 if z is not None else None,
             "scale": [float(s) for s in image.scale], "translate": [float(t) for t in image.translate]}
     return out

@@ -75,6 +75,22 @@ def _class_names(model: "SegmentationModel", k: int) -> list[str]:
     return [names[i] if i < len(names) else f"class {i}" for i in range(n)]
 
 
+class JobError(Exception):
+    """An error raised inside a job, re-raised under a type the worker reports (see :func:`guarded`)."""
+
+
+def guarded(func: Any, *args: Any) -> Generator[Any, None, Any]:
+    """Run generator ``func(*args)``, turning ``RuntimeError`` into :class:`JobError`.
+
+    superqt's ``GeneratorWorker`` takes a ``RuntimeError`` from the generator for "the worker was deleted"
+    and ends silently (no ``errored``, no ``finished``); torch raises many RuntimeErrors.
+    """
+    try:
+        return (yield from func(*args))
+    except RuntimeError as exc:
+        raise JobError(f"{type(exc).__name__}: {exc}") from exc
+
+
 # ------------------------------------------------------------------------------------- segmenting
 def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None, rgb: bool = False,
                 batch_size: int = 8) -> Generator[Progress, None, np.ndarray]:

@@ -162,8 +162,9 @@ class StatsPanel(QWidget):
             k = QLabel(name)
             v = QLabel(value)
             v.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self.grid.addWidget(k, i // 2, 2 * (i % 2))
-            self.grid.addWidget(v, i // 2, 2 * (i % 2) + 1)
+            v.setWordWrap(True)
+            self.grid.addWidget(k, i, 0)
+            self.grid.addWidget(v, i, 1)
             self.values[name] = v
 
     def clear(self) -> None:
@@ -190,7 +191,9 @@ class StatsPanel(QWidget):
                     ("max ATE", f"{s.get('max_ate', float('nan')):+.3f}"),
                     ("blocks", f"{s.get('n_blocks', 0)} ({s.get('n_blocks_screened_in', 0)} past screening)"),
                     ("N / S / τ", f"{expl.params.get('n')} / {expl.params.get('screen')} / {expl.params.get('tau')}")]
-            head = "PdCR: average treatment effect of each block on the RoI Dice (Dice points)"
+            head = "PdCR: effect of each 8×8 block on the RoI's Dice (ATE, Dice points)"
+            if expl.params.get("patch") not in (None, 8):
+                head = head.replace("8×8", f"{expl.params['patch']}×{expl.params['patch']}")
         else:
             self.legend.set_state("misure", 1.0)
             self.bars.hide()
@@ -198,7 +201,7 @@ class StatsPanel(QWidget):
                     ("perturbation ratio", f"{s.get('perturbation_ratio', float('nan')):.3f}"),
                     ("dilations", f"{s.get('dilations', '?')}"),
                     ("saliency pixels", f"{s.get('saliency_pixels', '?')}")]
-            head = "MiSuRe: minimally sufficient region (saliency) and sufficient region (cyan)"
+            head = "MiSuRe: minimally sufficient saliency; sufficient region in cyan"
         self.legend.show()
         self.title.setText(f"<b>{head}</b>" + (f"<br>{title}" if title else ""))
         self._set_rows(rows + common)

@@ -1,0 +1,62 @@
+"""Helpers for the viewer tests (constants, a small volume, rectangles, waiting, the sample scan)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import known_models  # noqa: F401  (tests/ is on sys.path, see tests/conftest.py)
+
+N_SLICES = 9
+Z = 4  # the slice the tests explain
+SCALE = (2.0, 0.5, 0.5)
+TRANSLATE = (10.0, -3.0, 4.0)
+CARD = """name: cue-model
+in_channels: 1
+classes: [background, object]
+output_activation: softmax
+normalization: none
+"""
+
+
+class SlowCue(known_models.CueModel):
+    """CueModel that takes 15 ms per forward call: long enough runs to cancel and to watch streaming."""
+
+    def forward(self, x):  # noqa: D102
+        time.sleep(0.015)
+        return super().forward(x)
+
+
+
+def cue_volume() -> np.ndarray:
+    """(slices, rows, cols) float32 stack of the cue scene with slice-dependent object brightness."""
+    scene = known_models.cue_scene()["image"][0]
+    vol = np.stack([scene * (0.9 + 0.02 * k) for k in range(N_SLICES)]).astype(np.float32)
+    return np.clip(vol, 0, 1)
+
+
+def add_rect(viewer, y0: int, x0: int, y1: int, x1: int, z: int | None = Z, name: str = "RoI", image=None):
+    """A rectangle covering pixels y0..y1-1, x0..x1-1 (edges on pixel borders) on slice z."""
+    corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float) - 0.5
+    if z is not None:
+        corners = np.column_stack([np.full(4, float(z)), corners])
+    kw = {}
+    if image is not None:
+        kw = {"scale": image.scale, "translate": image.translate, "units": image.units,
+              "axis_labels": image.axis_labels}
+    return viewer.add_shapes([corners], shape_type="rectangle", name=name, edge_color="lime",
+                             face_color="transparent", **kw)
+
+
+def wait_idle(qtbot, widget, timeout: int = 30000) -> None:
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+
+def sample_scan_layer_data():
+    """The sample scan exactly as File > Open Sample gives it (the plugin's reader and sample contribution)."""
+    from napari_seg_explain.napari.sample_data import sample_scan
+
+    (data, kwargs, kind), = sample_scan()
+    assert kind == "image"
+    return data, kwargs
