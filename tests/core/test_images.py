@@ -10,7 +10,12 @@ import pytest
 import SimpleITK as sitk
 
 from napari_seg_explain.core.errors import ImageReadError, UserError
-from napari_seg_explain.core.images import Image, read_image, spatial_geometry, write_map
+from napari_seg_explain.core.images import DISPLAY_ORIENTATION, Image, read_image, spatial_geometry, write_map
+
+
+def read_file_order(path):
+    """These tests check reading in the file's own voxel order (display reorientation is tested below)."""
+    return read_image(path, orientation=None)
 
 AFFINE = np.array([[0.8, 0, 0, -10.0], [0, 0.9, 0, 20.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
 LPS_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -35,7 +40,7 @@ def test_read_nifti(tmp_path, shape, name, dtype):
     arr = _ramp(shape, dtype)
     path = tmp_path / name
     nib.save(nib.Nifti1Image(arr, AFFINE), path)
-    img = read_image(path)
+    img = read_file_order(path)
     nsp = min(len(shape), 3)
     assert img.format == "nifti" and img.source == str(path) and img.header is not None
     assert img.spatial_ndim == nsp and img.spatial_shape == shape[:nsp]
@@ -54,7 +59,7 @@ def test_read_nifti_applies_scaling(tmp_path):
     nimg = nib.Nifti1Image(arr, AFFINE)
     nimg.set_data_dtype(np.int16)  # nibabel stores with scl_slope/inter
     nib.save(nimg, tmp_path / "s.nii")
-    img = read_image(tmp_path / "s.nii")
+    img = read_file_order(tmp_path / "s.nii")
     assert img.data.dtype == np.float32
     np.testing.assert_allclose(img.data[0], arr, atol=1e-3)
 
@@ -65,7 +70,7 @@ def test_read_png_gray_and_rgb(tmp_path):
     gray = np.zeros((7, 9), np.uint8)
     gray[2, 5] = 200
     sitk.WriteImage(sitk.GetImageFromArray(gray), str(tmp_path / "g.png"))
-    img = read_image(tmp_path / "g.png")
+    img = read_file_order(tmp_path / "g.png")
     assert img.format == "png" and img.data.shape == (1, 7, 9) and img.data[0, 2, 5] == 200
     assert img.spacing == (1.0, 1.0) and not img.is_oblique()
 
@@ -73,7 +78,7 @@ def test_read_png_gray_and_rgb(tmp_path):
     rgba[2, 5] = (10, 20, 30, 255)
     for name, pixels in (("rgb.png", rgba[..., :3]), ("rgba.png", rgba)):
         sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(pixels), isVector=True), str(tmp_path / name))
-        img = read_image(tmp_path / name)
+        img = read_file_order(tmp_path / name)
         assert img.data.shape == (3, 7, 9) and img.channel_names == ("R", "G", "B")
         assert tuple(img.data[:, 2, 5]) == (10, 20, 30) and img.data[:, 0, 0].sum() == 0
     np.testing.assert_allclose(img.slice2d(), img.data.astype(np.float32))
@@ -85,7 +90,7 @@ def test_read_other_pictures(tmp_path, name, fmt, rgb):
     arr = np.zeros((8, 10, 3) if rgb else (8, 10), np.uint8)
     arr[2, 5] = 180
     sitk.WriteImage(sitk.GetImageFromArray(arr, isVector=rgb), str(tmp_path / name))
-    img = read_image(tmp_path / name)
+    img = read_file_order(tmp_path / name)
     assert img.format == fmt and img.data.shape == ((3,) if rgb else (1,)) + (8, 10)
     assert abs(int(img.data[0, 2, 5]) - 180) < 40 and abs(int(img.data[0, 6, 1])) < 40  # JPEG is lossy
 
@@ -106,7 +111,7 @@ def test_itk_volume_geometry_matches_nibabel(tmp_path, ext, direction):
     vol = _itk_volume(direction)
     sitk.WriteImage(vol, str(tmp_path / f"v{ext}"))
     sitk.WriteImage(vol, str(tmp_path / "v.nii.gz"))  # ITK's own LPS->RAS conversion, read by nibabel
-    img, ref = read_image(tmp_path / f"v{ext}"), read_image(tmp_path / "v.nii.gz")
+    img, ref = read_file_order(tmp_path / f"v{ext}"), read_file_order(tmp_path / "v.nii.gz")
     assert img.spatial_shape == (6, 5, 4) and img.spacing == pytest.approx((0.8, 0.9, 2.5))
     np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
     np.testing.assert_array_equal(img.data, ref.data)
@@ -132,7 +137,7 @@ def test_dicom_series_folder(tmp_path):
             s.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{k}.dcm"))
         writer.Execute(s)
-    img, ref = read_image(folder), read_image(tmp_path / "v.mha")
+    img, ref = read_file_order(folder), read_file_order(tmp_path / "v.mha")
     assert img.format == "dicom" and img.spatial_shape == (6, 5, 4) and img.n_slices == 4
     assert img.spacing == pytest.approx((0.8, 0.9, 2.5), abs=1e-4)
     np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
@@ -142,7 +147,7 @@ def test_dicom_series_folder(tmp_path):
 @pytest.mark.parametrize("shape, expect", [((7, 9), (1, 7, 9)), ((3, 7, 9), (3, 7, 9)), ((6, 5, 4), (1, 6, 5, 4))])
 def test_read_npy(tmp_path, shape, expect):
     np.save(tmp_path / "a.npy", _ramp(shape, np.float64))
-    img = read_image(tmp_path / "a.npy")
+    img = read_file_order(tmp_path / "a.npy")
     assert img.format == "npy" and img.data.shape == expect and img.data.dtype == np.float32
     assert img.spacing == (1.0,) * (len(expect) - 1)
     np.testing.assert_array_equal(img.affine, np.eye(4))
@@ -154,7 +159,7 @@ def _nifti_like(tmp_path, shape=(6, 5, 4)) -> Image:
     nimg = nib.Nifti1Image(_ramp(shape), AFFINE)
     nimg.set_qform(AFFINE, code=1)
     nib.save(nimg, tmp_path / "in.nii.gz")
-    return read_image(tmp_path / "in.nii.gz")
+    return read_file_order(tmp_path / "in.nii.gz")
 
 
 def test_write_map_nifti_round_trip(tmp_path):
@@ -188,18 +193,18 @@ def test_write_map_slice_embedding_and_labels(tmp_path):
 def test_write_map_other_formats_round_trip(tmp_path, ext):
     like = _nifti_like(tmp_path)
     heat = _ramp(like.spatial_shape)
-    back = read_image(write_map(tmp_path / f"h{ext}", heat, like))
+    back = read_file_order(write_map(tmp_path / f"h{ext}", heat, like))
     np.testing.assert_array_equal(back.data[0], heat)
     if ext != ".npy":
         np.testing.assert_allclose(back.affine, like.affine, atol=1e-5)
 
 
 def test_write_map_2d_png_and_tif(tmp_path):
-    like = read_image(_write_png(tmp_path))
+    like = read_file_order(_write_png(tmp_path))
     mask = np.zeros(like.spatial_shape, np.uint8)
     mask[2, 5] = 1
-    assert read_image(write_map(tmp_path / "m.png", mask, like)).data[0, 2, 5] == 1
-    back = read_image(write_map(tmp_path / "h.tif", mask.astype(float) / 2, like))
+    assert read_file_order(write_map(tmp_path / "m.png", mask, like)).data[0, 2, 5] == 1
+    back = read_file_order(write_map(tmp_path / "h.tif", mask.astype(float) / 2, like))
     assert back.data.shape == (1, 7, 9) and back.data[0, 2, 5] == pytest.approx(0.5)
     with pytest.raises(UserError, match="PNG"):
         write_map(tmp_path / "h.png", mask.astype(float), like)
@@ -211,13 +216,13 @@ def test_itk_2d_geometry_and_round_trip(tmp_path):
     plane.SetOrigin((3.0, 4.0))
     plane.SetDirection((0, 1, -1, 0))
     sitk.WriteImage(plane, str(tmp_path / "p.mha"))
-    img = read_image(tmp_path / "p.mha")
+    img = read_file_order(tmp_path / "p.mha")
     assert img.spatial_shape == (4, 5) and img.spacing == pytest.approx((0.7, 0.5))  # (row, col)
     for row, col in [(0, 0), (1, 2), (3, 4)]:
         world = LPS_RAS[:2, :2] @ plane.TransformIndexToPhysicalPoint((col, row))
         np.testing.assert_allclose((img.affine @ [row, col, 0, 1])[:2], world)
         assert img.data[0, row, col] == plane[col, row]
-    back = read_image(write_map(tmp_path / "o.nrrd", img.data[0], img))
+    back = read_file_order(write_map(tmp_path / "o.nrrd", img.data[0], img))
     np.testing.assert_allclose(back.affine, img.affine)
     np.testing.assert_array_equal(back.data, img.data)
 
@@ -248,17 +253,17 @@ def test_write_map_is_atomic(tmp_path):
 
 def test_read_errors_are_helpful(tmp_path):
     with pytest.raises(ImageReadError, match="not found.*nii"):
-        read_image(tmp_path / "nope.nii.gz")
+        read_file_order(tmp_path / "nope.nii.gz")
     (tmp_path / "a.xyz").write_text("hi")
     with pytest.raises(ImageReadError, match="unknown image type.*\\.nii\\.gz"):
-        read_image(tmp_path / "a.xyz")
+        read_file_order(tmp_path / "a.xyz")
     (tmp_path / "bad.nii.gz").write_bytes(np.random.default_rng(0).bytes(500))
     with pytest.raises(ImageReadError, match="could not read.*damaged") as info:
-        read_image(tmp_path / "bad.nii.gz")
+        read_file_order(tmp_path / "bad.nii.gz")
     assert info.value.__cause__ is not None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageReadError, match="no DICOM series"):
-        read_image(tmp_path / "empty")
+        read_file_order(tmp_path / "empty")
 
 
 def test_slice2d_and_oblique(tmp_path):
@@ -284,3 +289,47 @@ def test_spatial_geometry_is_json(tmp_path):
     assert geo["orientation"] == ["R", "A", "S"] and geo["spatial_shape"] == [6, 5, 4]
     assert geo["spacing"] == pytest.approx([0.8, 0.9, 2.5]) and geo["format"] == "nifti"
     np.testing.assert_allclose(geo["affine"], AFFINE)
+
+
+
+# --------------------------------------------------------------------- display orientation
+RAS_AFFINE = np.array([[0.8, 0, 0, -10.0], [0, 0.9, 0, 20.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("affine", [RAS_AFFINE, np.diag([-1.0, -1.0, 2.0, 1.0]), np.diag([-1.0, 1.0, 1.0, 1.0])],
+                         ids=["RAS", "LPS", "LAS"])
+def test_volumes_open_in_display_orientation_with_world_positions_kept(tmp_path, affine):
+    arr = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)  # unique values find each voxel again
+    nib.save(nib.Nifti1Image(arr, affine), tmp_path / "v.nii.gz")
+    img = read_image(tmp_path / "v.nii.gz")
+    assert nib.aff2axcodes(img.affine) == DISPLAY_ORIENTATION
+    assert np.allclose(img.file_affine, affine)
+    for idx in [(0, 0, 0), (5, 1, 3), (2, 4, 1)]:
+        value = arr[idx]
+        where = np.argwhere(img.data[0] == value)[0]
+        world_file = affine @ np.r_[idx, 1]
+        world_disp = img.affine @ np.r_[where, 1]
+        assert np.allclose(world_file, world_disp), "reorientation moves no voxel in the world"
+    assert sorted(img.spacing) == pytest.approx(sorted(np.abs(np.diag(affine)[:3]).tolist()))
+
+
+def test_display_orientation_maps_are_written_back_in_file_order(tmp_path):
+    arr = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    nib.save(nib.Nifti1Image(arr, RAS_AFFINE), tmp_path / "v.nii.gz")
+    img = read_image(tmp_path / "v.nii.gz")
+    write_map(tmp_path / "full.nii.gz", img.data[0], img)
+    back = nib.load(tmp_path / "full.nii.gz")
+    assert np.allclose(back.affine, RAS_AFFINE) and np.array_equal(np.asarray(back.dataobj), arr)
+    z = 1  # a display slice, embedded and written back at the same world positions
+    write_map(tmp_path / "slice.nii.gz", img.data[0][:, :, z], img, slice_index=z)
+    out = np.asarray(nib.load(tmp_path / "slice.nii.gz").dataobj)
+    finite = np.isfinite(out)
+    assert finite.sum() == img.data[0][:, :, z].size
+    assert np.array_equal(out[finite], arr[finite]), "each value lands on its own voxel of the file"
+
+
+def test_sample_volume_is_already_in_display_orientation():
+    from conftest import SAMPLE_DIR
+
+    img = read_image(SAMPLE_DIR / "mni152_t1.nii.gz")
+    assert img.to_file is None and nib.aff2axcodes(img.affine) == DISPLAY_ORIENTATION

@@ -3,9 +3,13 @@
 Axis conventions (every other module relies on them):
 
 * ``Image.data`` is channels-first, ``(C, *spatial)``.
-* 3-D volumes: spatial axes are voxel index order ``(i, j, k)`` -- NIfTI array order, and
-  ITK index order ``(x, y, z)`` for NRRD/MHA/DICOM (so ITK's ``(z, y, x)`` numpy arrays are
-  transposed). ``data[:, :, :, k]`` is an axial slice for a standard orientation.
+* 3-D volumes are put in the display orientation ``DISPLAY_ORIENTATION`` = ``("P", "L", "S")`` on
+  reading (closest voxel axes, flips and transposes only, no resampling): ``data[:, :, :, k]`` is an
+  axial slice shown as a radiologist expects it -- anterior at the top, the patient's right on the
+  screen's left (radiological convention), ``k`` from inferior to superior. ``read_image(path,
+  orientation=None)`` keeps the file's voxel order (NIfTI array order; ITK index order ``(x, y, z)``
+  for NRRD/MHA/DICOM). ``Image.to_file`` / ``Image.file_affine`` remember the file's order, and
+  :func:`write_map` writes NIfTI/ITK outputs back in it, with the file's affine.
 * 2-D images: spatial axes are ``(rows, cols)`` = ITK ``(y, x)``, as a viewer shows a PNG.
 * ``affine`` is a 4x4 float64 mapping voxel indices to world RAS+ millimetres (nibabel
   convention; ITK's LPS origin/direction are converted). For 2-D images it acts on
@@ -27,7 +31,9 @@ import numpy as np
 
 from .errors import ImageReadError, UserError
 
-__all__ = ["Image", "read_image", "write_map", "spatial_geometry", "SUPPORTED_FORMATS"]
+__all__ = ["Image", "read_image", "write_map", "spatial_geometry", "SUPPORTED_FORMATS", "DISPLAY_ORIENTATION"]
+
+DISPLAY_ORIENTATION = ("P", "L", "S")  # rows A->P, columns R->L (radiological), slices I->S
 
 SUPPORTED_FORMATS = (
     ".nii, .nii.gz, .png, .jpg/.jpeg, .tif/.tiff, .bmp, .nrrd/.nhdr, .mha/.mhd, .dcm, .npy, "
@@ -52,6 +58,8 @@ class Image:
     channel_names: tuple[str, ...] = ()
     format: str = ""
     header: object | None = None
+    to_file: np.ndarray | None = None  # nibabel orientation transform back to the file's voxel order
+    file_affine: np.ndarray | None = None  # the file's own affine (when ``to_file`` is set)
 
     def __post_init__(self) -> None:
         data = np.asarray(self.data)
@@ -107,8 +115,43 @@ class Image:
 
 # --------------------------------------------------------------------------- reading
 
-def read_image(path: str | os.PathLike) -> Image:
-    """Read a NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MetaImage, DICOM (file or folder) or .npy image."""
+def read_image(path: str | os.PathLike, orientation: tuple[str, str, str] | None = DISPLAY_ORIENTATION) -> Image:
+    """Read a NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MetaImage, DICOM (file or folder) or .npy image.
+
+    3-D volumes are reoriented to ``orientation`` (default: the display orientation, see the module
+    docstring); ``None`` keeps the file's voxel order. 2-D images are never reoriented.
+    """
+    img = _read_file(path)
+    if orientation is None or img.spatial_ndim != 3 or img.format == "npy":
+        return img
+    return reorient(img, orientation)
+
+
+def reorient(img: Image, codes: tuple[str, str, str]) -> Image:
+    """``img`` with its voxel axes permuted/flipped to the closest match of ``codes`` (no resampling)."""
+    import nibabel as nib
+    from nibabel import orientations as nio
+
+    try:
+        current = nio.io_orientation(img.affine)
+    except Exception:  # degenerate affine: keep the file order
+        return img
+    tf = nio.ornt_transform(current, nio.axcodes2ornt(codes))
+    if np.array_equal(tf, [[0, 1], [1, 1], [2, 1]]):
+        return img
+    shape = img.spatial_shape
+    data = np.stack([nio.apply_orientation(c, tf) for c in img.data])
+    affine = img.affine @ nio.inv_ornt_aff(tf, shape)
+    spacing = [0.0] * 3
+    for axis, (new_axis, _flip) in enumerate(tf):  # input axis -> output axis
+        spacing[int(new_axis)] = img.spacing[axis]
+    return Image(np.ascontiguousarray(data), spacing, affine, img.source, img.channel_names, img.format,
+                 img.header, to_file=nio.ornt_transform(nio.axcodes2ornt(codes), current),
+                 file_affine=img.affine)
+
+
+def _read_file(path: str | os.PathLike) -> Image:
+    """The file as stored (voxel order of the file)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ImageReadError(f"image not found: {p}. Check the path; supported formats: {SUPPORTED_FORMATS}.")
@@ -263,6 +306,12 @@ def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_
         arr = arr[0]
     if arr.shape != shape:
         raise UserError(f"the map has shape {arr.shape} but the reference image's spatial shape is {shape}")
+    if like.to_file is not None:  # back to the file's voxel order, written with the file's affine
+        from nibabel.orientations import apply_orientation
+
+        arr = np.ascontiguousarray(apply_orientation(arr, like.to_file))
+        like = Image(like.data[:1, :1, :1, :1], like.spacing, like.file_affine, like.source, ("0",), like.format,
+                     like.header)
     if ext == ".png":
         if arr.ndim != 2 or arr.dtype.kind == "f" or (arr.size and not 0 <= arr.min() <= arr.max() <= 65535):
             raise UserError("PNG holds only 2-D integer maps with values 0..65535; write .nii.gz or .tif instead")
@@ -357,4 +406,5 @@ def spatial_geometry(img: Image) -> dict:
         "source": img.source,
         "format": img.format,
         "channel_names": list(img.channel_names),
+        "file_affine": None if img.file_affine is None else [[float(v) for v in row] for row in img.file_affine],
     }

@@ -154,9 +154,10 @@ class Explanation:
         def read(p: Path) -> np.ndarray:
             if suffix == ".npy":
                 return np.load(p)
-            import nibabel as nib
+            from .images import read_image
 
-            arr = np.asarray(nib.load(str(p)).dataobj)
+            vol = read_image(p)  # the same display orientation the map was computed in
+            arr = vol.data[0]
             z = geom.get("slice_index")
             if z is not None and arr.ndim == 3 and tuple(arr.shape[:2]) == tuple(meta["map_shape"]):
                 arr = arr[:, :, z]
