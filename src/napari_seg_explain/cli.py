@@ -8,6 +8,7 @@ Forms (a contract for scripts)::
                      [--seed 0] [--device auto] -o MAP
     seg-explain misure IMAGE --model MODEL [--class L] [--slice Z] [--seed 0] [--device auto] -o MAP
     seg-explain demo [-o DIR]
+    seg-explain napari
 
 A progress bar goes to stderr, a one-line JSON summary to stdout, the map to ``-o`` (``.nii.gz``, ``.nii``
 or ``.npy``) with a JSON sidecar beside it. User errors exit with code 2 and one ``error: ...`` line.
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(mi, roi_required=False)
     mi.add_argument("--iterations", type=int, default=100)
     mi.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("napari", help="open napari with the sample scan, the sample model and the plugin docked")
 
     demo = sub.add_parser("demo", help="segment a sample slice, explain a RoI with PdCR and MiSuRe, write a figure")
     demo.add_argument("-o", "--output", default="seg-explain-demo", help="output folder")
@@ -257,7 +260,16 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(Path(args.output), n=args.n, device=args.device, progress=not args.quiet)
 
 
-COMMANDS = {"segment": cmd_segment, "pdcr": cmd_pdcr, "misure": cmd_misure, "demo": cmd_demo}
+def cmd_napari(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from .napari.launch import main as launch
+    except ImportError as exc:
+        raise UserError(f"napari cannot start here ({exc}); install a Qt binding: pip install 'napari[pyqt6]'") from exc
+    launch()
+    return {"command": "napari"}
+
+
+COMMANDS = {"segment": cmd_segment, "pdcr": cmd_pdcr, "misure": cmd_misure, "demo": cmd_demo, "napari": cmd_napari}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 
 from ...core.errors import UserError
 from .. import layers as L
+from ..windows import window_choices, window_limits, window_name
 from . import inputs, jobs
 from .stats_panel import StatsPanel
 
@@ -237,7 +238,13 @@ class SegExplainWidget(QWidget):
         self.image_combo.currentTextChanged.connect(self._image_changed)
         sec.form.addRow("Image", self.image_combo)
         self.slice_label = QLabel("")
+        self.slice_label.setWordWrap(True)
         sec.form.addRow(self.slice_label)
+        self.window_combo = QComboBox()
+        self.window_combo.addItems(window_choices())
+        self.window_combo.setToolTip("display window (contrast limits only; CT presets in Hounsfield units)")
+        self.window_combo.activated.connect(lambda *_: self.apply_window(self.window_combo.currentText()))
+        sec.form.addRow("Window", self.window_combo)
         self.segment_scope = QComboBox()
         self.segment_scope.addItems(["current slice", "whole volume"])
         self.segment_button = QPushButton("Segment")
@@ -485,10 +492,28 @@ class SegExplainWidget(QWidget):
             return
         z = inputs.current_slice(self.viewer, image)
         shape = tuple(image.data.shape)
+        units = [str(u) for u in getattr(image, "units", ())]
+        in_mm = bool(units) and all(u in ("mm", "millimeter") for u in units)
+        size = " x ".join(f"{s * sc:.1f}" for s, sc in zip(shape[-2:], image.scale[-2:]))
+        extent = f"{size} mm" if in_mm else f"{shape[-2]} x {shape[-1]} px"
+        meta = (image.metadata or {}).get("seg_explain", {})
+        convention = meta.get("convention", "orientation unknown (no geometry in this layer)")
         if z is None:
-            self.slice_label.setText(f"2-D image {shape}")
+            self.slice_label.setText(f"2-D image {shape} ({extent}) · {convention}")
         else:
-            self.slice_label.setText(f"volume {shape}: slice {z} (the one shown)")
+            self.slice_label.setText(f"volume {shape}: axial slice {z} (the one shown), {extent} · {convention}")
+
+    def apply_window(self, choice: str) -> tuple[float, float] | None:
+        """Set the image layer's contrast limits to a CT preset or to its percentiles (data untouched)."""
+        image = self.image_layer()
+        if image is None:
+            return None
+        limits = window_limits(window_name(choice), image.data)
+        lo = min(limits[0], image.contrast_limits_range[0])
+        hi = max(limits[1], image.contrast_limits_range[1])
+        image.contrast_limits_range = (lo, hi)
+        image.contrast_limits = limits
+        return limits
 
     def _image_changed(self, *_: Any) -> None:
         self._update_slice_label()
@@ -568,7 +593,8 @@ class SegExplainWidget(QWidget):
         kw: dict[str, Any] = {"name": "RoI", "edge_color": L.ROI_COLOR, "face_color": "transparent",
                               "edge_width": 1.0}
         if image is not None:
-            kw |= {"ndim": inputs.spatial_ndim(image), "scale": image.scale, "translate": image.translate}
+            kw |= {"ndim": inputs.spatial_ndim(image), "scale": image.scale, "translate": image.translate,
+                   "units": image.units, "axis_labels": image.axis_labels}
         layer = self.viewer.add_shapes(**kw)
         layer.mode = "add_rectangle"
         self.roi_combo.setCurrentText(layer.name)

@@ -1,0 +1,58 @@
+"""Open napari ready to use: the sample scan and its label, the dock widget, the sample model, a RoI layer.
+
+``seg-explain napari`` (the README's main job) calls :func:`main`; tests call :func:`prepare_viewer` on a
+viewer of their own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import napari
+
+    from .widgets import SegExplainWidget
+
+PLUGIN = "napari-seg-explain"
+WIDGET = "Segmentation Explainer"
+
+
+def prepare_viewer(viewer: "napari.Viewer", with_sample: bool = True) -> "SegExplainWidget":
+    """Dock the widget; with ``with_sample`` open the sample scan + label at a held-out slice, load the
+    sample model (in a worker) and add an empty 'RoI' Shapes layer in rectangle mode."""
+    import yaml
+
+    from ..core.sample import SAMPLE_CARD, sample_path
+    from ..demo import pick_slice
+
+    if with_sample:
+        viewer.open_sample(PLUGIN, "sample_scan")
+        viewer.open_sample(PLUGIN, "sample_label")
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    if not with_sample:
+        return widget
+    scan = viewer.layers[0]
+    training = (yaml.safe_load(sample_path(SAMPLE_CARD).read_text()) or {}).get("training")
+    step = list(viewer.dims.current_step)
+    step[0] = pick_slice(training, scan.data.shape[0])
+    viewer.dims.current_step = tuple(step)
+    viewer.layers.selection.active = scan
+    if widget.loaded is None and not widget.busy:
+        widget.load_sample_model()
+    label = viewer.layers[1]
+    label.visible = False  # ground truth stays available in the widget, hidden on screen
+    widget.gt_combo.setCurrentText(label.name)
+    widget.new_roi_layer()
+    return widget
+
+
+def main(argv: Any = None) -> int:
+    """Start napari with everything prepared and run its event loop."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-seg-explain")
+    viewer.window.resize(1500, 950)
+    prepare_viewer(viewer)
+    viewer.status = "Draw a rectangle on white matter (RoI layer), then press Run (Ctrl+Return)."
+    napari.run()
+    return 0
