@@ -72,8 +72,8 @@ def test_pdcr_different_seed_different_draws():
 @pytest.mark.parametrize("name", sorted(EXPLAINERS))
 def test_progress_reaches_total_and_cancel_stops(name):
     events = []
-    _run(name, progress=events.append)
-    assert events and events[-1].done == events[-1].total
+    expl = _run(name, progress=events.append)
+    assert events and events[-1].done == events[-1].total == expl.stats["forward_passes"]
     assert all(e.done <= e.total for e in events)
     model, sc, roi, extra = _setup(name)
     gen = EXPLAINERS[name](model, sc["image"], roi, 1, config=CONFIGS[name](**SMALL[name], batch_size=1), **extra)

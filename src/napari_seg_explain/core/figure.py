@@ -40,7 +40,7 @@ def draw_pdcr(ax, image2d: np.ndarray, expl: "Explanation"):
     norm = Normalize(-lim, lim)
     rgba = colormaps["RdBu"](norm(np.nan_to_num(amap)))
     strength = np.abs(np.nan_to_num(amap)) / lim
-    rgba[..., 3] = np.where(strength > 0, 0.35 + 0.6 * strength, 0.0)  # 0 = transparent, stronger = more opaque
+    rgba[..., 3] = np.where(strength > 0, 0.15 + 0.8 * np.sqrt(strength), 0.0)  # 0: transparent; stronger: opaque
     ax.imshow(rgba, interpolation="nearest")
     im = ScalarMappable(norm=norm, cmap="RdBu")
     _outline(ax, expl.roi, "lime", 1.5)

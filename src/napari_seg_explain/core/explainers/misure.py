@@ -122,15 +122,16 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
         se = disk(cfg.kernel)
         for _ in range(cfg.max_dilations):
             masks.append(ndimage.binary_dilation(masks[-1], structure=se))
-        found, stage1 = None, []
-        total = len(masks) + cfg.iterations
+        found, stage1, evaluated = None, [], 0
+        total = 1 + len(masks) + cfg.iterations + 1  # + the unperturbed and the final pass
         for start in range(0, len(masks), cfg.batch_size):
             chunk = torch.as_tensor(np.stack(masks[start:start + cfg.batch_size]), device=dev, dtype=torch.float32)
             with torch.inference_mode():
                 p = class_probability(model.forward_normalized(x * chunk[:, None]), target)
             d = dice((p.reshape(len(chunk), -1)[:, scope_t] > cfg.threshold).float(), y0_t).cpu().numpy()
             stage1 += d.tolist()
-            yield Progress(start + len(chunk), total, "sufficient region")
+            evaluated += len(chunk)
+            yield Progress(1 + evaluated, total, "sufficient region")
             hits = np.nonzero(d > cfg.dice_threshold)[0]
             if len(hits):
                 found = start + int(hits[0])
@@ -142,7 +143,7 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
                                 f"{cfg.dice_threshold} (best {max(stage1):.3f}); the sufficient region is the "
                                 "last dilation")
         sr = masks[found]
-        total = len(stage1) + cfg.iterations
+        total = 1 + evaluated + cfg.iterations + 1
 
         # stage 2: optimise a sparse, smooth mask inside the sufficient region
         sr_t = torch.as_tensor(sr, device=dev, dtype=torch.float32)
@@ -167,13 +168,14 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
             loss.backward()
             opt.step()
             if it % 5 == 4 or it == cfg.iterations - 1:
-                yield Progress(len(stage1) + it + 1, total, "minimal region")
+                yield Progress(1 + evaluated + it + 1, total, "minimal region")
 
         with torch.inference_mode():
             sal = mask_of(param.detach())
             sal = torch.where(sal < cfg.cutoff, torch.zeros_like(sal), sal)
             p_final = class_probability(model.forward_normalized(x * sal), target).reshape(-1)[scope_t]
             d_expl = float(dice((p_final[None] > cfg.threshold).float(), y0_t)[0])
+        yield Progress(total, total, "done")
     sal_np = sal.cpu().numpy().astype(np.float32)
     n_obj = int(y0.sum())
     stats = {"dice_explained": d_expl, "perturbation_ratio": float((sal_np > 0).sum() / n_obj),

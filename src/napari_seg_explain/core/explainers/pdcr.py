@@ -155,7 +155,7 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
                 p = class_probability(probs, target).reshape(c.shape[0], -1)[:, roi_t]
                 out[sl] = (score(p) - m0).float().cpu()
                 partial = partial_fn(sl.stop, out) if partial_fn else None
-                yield Progress(done0 + sl.stop, total, stage, partial=partial)
+                yield Progress(1 + done0 + sl.stop, 1 + total, stage, partial=partial)  # 1: unperturbed pass
             return out
 
         # stage 1: screening with S draws per block
@@ -181,7 +181,7 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
         if len(ids2):
             yield from deltas(ids2, draws2, "estimating", nb * cfg.screen, total, finish)
         else:
-            yield Progress(total, total, "estimating", partial=_paint(touching, b, by, bx, ate.numpy(), h, w))
+            yield Progress(1 + total, 1 + total, "estimating", partial=_paint(touching, b, by, bx, ate.numpy(), h, w))
 
     ate_np = ate.numpy()
     amap = _paint(touching, b, by, bx, ate_np, h, w)
