@@ -42,8 +42,9 @@ def test_npe2_validate_installed_plugin():
     cmd = [sys.executable, "-m", "npe2", "validate", PLUGIN]
     if _widgets_module_exists():
         cmd.append("--imports")
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    # npe2 prints "✔ ... valid!": decode as UTF-8 whatever the locale (CI runs with LANG unset = ASCII)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONIOENCODING="utf-8")
+    res = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "valid" in res.stdout
 

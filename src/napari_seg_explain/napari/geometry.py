@@ -1,25 +1,40 @@
-"""Geometry shared by the reader, the writer and the widgets: file axes <-> napari layer axes.
+"""Geometry shared by the reader, the writer and the widgets: Image axes <-> napari layer axes <-> file.
 
 No Qt and no napari imports here (numpy, plus nibabel inside functions), so scripts and tests can use it.
 
 The layer contract
 ------------------
-* A volume's layer data is ``(slices, rows, cols)``: the file's last spatial axis (axial for a standard
-  orientation) is moved to the front, ``np.moveaxis(spatial, -1, 0)``, so napari opens it axial by default
-  and ``layer.data[z]`` is ``data[:, :, z]`` of the file. ``axis_order = [2, 0, 1]``: layer axis ``a`` is
-  file axis ``axis_order[a]``. 2-D images keep ``(rows, cols)`` (``axis_order = [0, 1]``); RGB pictures are
-  ``rgb=True`` layers ``(rows, cols, 3)``.
+* The reader reads every volume with :func:`napari_seg_explain.core.images.read_image` in the display
+  orientation ``("P", "L", "S")`` (voxel axes permuted/flipped to the nearest anatomical axes, no
+  resampling): whatever the file's voxel order (RAS/LAS NIfTI, LPS DICOM/NRRD/MHA, sagittal or coronal
+  acquisitions), the core ``Image`` has rows running anterior -> posterior, columns running the patient's
+  right -> left (radiological) and slices inferior -> superior. "Image order" below means that order
+  (the file's own order for 2-D images, which are never reoriented).
+* A volume's layer data is ``(slices, rows, cols)``: the Image's last spatial axis moved to the front,
+  ``np.moveaxis(spatial, -1, 0)``, so napari opens it axial with anterior at the top and the patient's right
+  on the screen's left, and ``layer.data[z]`` is ``image.data[c, :, :, z]``. ``axis_order = [2, 0, 1]``:
+  layer axis ``a`` is Image axis ``axis_order[a]``. 2-D images keep ``(rows, cols)`` (``axis_order =
+  [0, 1]``); RGB pictures are ``rgb=True`` layers ``(rows, cols, 3)``.
 * ``scale`` is the voxel spacing in layer axis order. ``translate`` is the world position of voxel 0 along
   the anatomical direction each layer axis runs to: for a layer axis running towards L (world ``-x``) it is
-  ``-x0``. napari then shows, for an axis-aligned file, each coordinate as exact millimetres in the
-  direction named by the layer's ``axis_labels`` (``"R→L"``: millimetres towards the patient's left).
-  Every layer made from one file gets the same ``scale``/``translate``, so they overlay exactly.
+  ``-x0``. For a volume napari's world coordinates are therefore ``(S, P, L)`` millimetres -- RAS ``(z,
+  -y, -x)``, i.e. DICOM/ITK LPS ``(z, y, x)`` -- exact for an axis-aligned file, and the layer's
+  ``axis_labels`` (``("I→S", "A→P", "R→L")``) name those directions. Every layer made from one file gets
+  the same ``scale``/``translate``, so they overlay exactly.
 * napari cannot display an oblique affine in 2-D: oblique files are shown axis-aligned (nearest anatomical
   axes), the true affine stays in the metadata and files are written back with it.
 * ``layer.metadata["seg_explain"]`` (see :func:`seg_explain_metadata`) keeps what is needed to go back to
-  the file: ``affine`` (the file's voxel->world RAS affine in nibabel voxel order), ``spatial_shape`` and
-  ``spacing`` (file order), ``axis_order``, ``orientation``, ``oblique``, ``convention``, ``slice_plane``,
-  ``source``, ``format``, ``channel``.
+  the file: ``affine`` (the Image's voxel->world RAS affine, Image order), ``spatial_shape`` and ``spacing``
+  (Image order), ``axis_order``, ``orientation`` (the Image's axis codes: ``["P", "L", "S"]`` for volumes),
+  ``file_affine`` (the file's own affine, file voxel order), ``file_orientation`` (its axis codes),
+  ``to_file`` (the nibabel orientation transform from Image order back to the file's voxel order, as
+  ``[axis, flip]`` pairs, or None when the Image is in file order), ``oblique``, ``convention``,
+  ``slice_plane``, ``source``, ``format``, ``channel``. :func:`image_from_metadata` rebuilds an ``Image``
+  from it, and ``core.images.write_map(path, arr, like=that_image)`` writes an Image-order ``arr`` back in
+  the file's voxel order with the file's affine.
+
+The function names below say "file" for the Image order (kept for compatibility): for a volume the
+"file order" arrays they take and return are in the Image's display order; ``to_file`` goes the last step.
 """
 
 from __future__ import annotations
@@ -67,7 +82,7 @@ class ObliqueAffineWarning(UserWarning):
 
 # ----------------------------------------------------------------------------------- axis order
 def layer_axis_order(spatial_ndim: int) -> tuple[int, ...]:
-    """File axis of each layer axis: ``(2, 0, 1)`` for volumes, ``(0, 1)`` for 2-D images."""
+    """Image axis of each layer axis: ``(2, 0, 1)`` for volumes, ``(0, 1)`` for 2-D images."""
     if spatial_ndim == 3:
         return (2, 0, 1)
     if spatial_ndim == 2:
@@ -84,12 +99,15 @@ def _order(meta_or_order: Mapping[str, Any] | Sequence[int]) -> tuple[int, ...]:
 
 
 def file_to_layer_array(spatial: np.ndarray, axis_order: Sequence[int]) -> np.ndarray:
-    """A view of a file-order spatial array (no channel axis) in layer axis order."""
+    """A view of an Image-order spatial array (no channel axis) in layer axis order."""
     return np.transpose(spatial, _order(axis_order))
 
 
 def layer_to_file_array(data: Any, meta: Mapping[str, Any]) -> np.ndarray:
-    """Layer data ``(slices, rows, cols)`` / ``(rows, cols)`` -> the file's voxel order (a view).
+    """Layer data ``(slices, rows, cols)`` / ``(rows, cols)`` -> Image order (a view).
+
+    For a reoriented volume that is the display order; ``write_map`` with ``image_from_metadata(meta)``
+    takes it the last step to the file's voxel order.
 
     ``meta`` is ``layer.metadata["seg_explain"]``. Raises ``UserError`` when the data does not have the
     layer shape that the metadata describes (e.g. a 2-D slice of a volume, or an RGB layer).
@@ -106,13 +124,14 @@ def layer_to_file_array(data: Any, meta: Mapping[str, Any]) -> np.ndarray:
 
 
 def file_to_layer_index(index: Sequence[float], meta_or_order: Mapping[str, Any] | Sequence[int]) -> tuple:
-    """A voxel index in file order, e.g. ``(i, j, k)``, as a layer data index ``(k, i, j)``."""
+    """A voxel index in Image order, e.g. ``(i, j, k)``, as a layer data index ``(k, i, j)``."""
     order = _order(meta_or_order)
     return tuple(index[a] for a in order)
 
 
 def layer_to_file_index(index: Sequence[float], meta_or_order: Mapping[str, Any] | Sequence[int]) -> tuple:
-    """A layer data index, e.g. ``(k, i, j)``, as a voxel index in file order ``(i, j, k)``."""
+    """A layer data index, e.g. ``(k, i, j)``, as a voxel index in Image order ``(i, j, k)`` (``meta["affine"]``
+    maps it to world RAS millimetres)."""
     order = _order(meta_or_order)
     out: list[Any] = [None] * len(order)
     for a, f in enumerate(order):
@@ -122,7 +141,8 @@ def layer_to_file_index(index: Sequence[float], meta_or_order: Mapping[str, Any]
 
 # ----------------------------------------------------------------------------------- directions
 def axis_directions(affine: np.ndarray, spatial_ndim: int) -> list[tuple[int, int] | None]:
-    """For each file axis: ``(world_axis, sign)`` of the nearest world (RAS) axis, or None if degenerate.
+    """For each voxel axis of ``affine``: ``(world_axis, sign)`` of the nearest world (RAS) axis, or None
+    if degenerate.
 
     Uses nibabel's ``io_orientation``, which assigns distinct world axes even to oblique affines.
     """
@@ -140,7 +160,8 @@ def axis_directions(affine: np.ndarray, spatial_ndim: int) -> list[tuple[int, in
 
 
 def axis_codes(affine: np.ndarray, spatial_ndim: int) -> list[str | None]:
-    """The anatomical direction (``R``, ``L``, ``A``, ``P``, ``S``, ``I``) each file axis runs to."""
+    """The anatomical direction (``R``, ``L``, ``A``, ``P``, ``S``, ``I``) each voxel axis of ``affine``
+    runs to."""
     return [None if d is None else (_POSITIVE if d[1] > 0 else _NEGATIVE)[d[0]]
             for d in axis_directions(affine, spatial_ndim)]
 
@@ -219,26 +240,54 @@ def oblique_message(source: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------- metadata
-def seg_explain_metadata(image: Any, channel: str | None = None) -> dict[str, Any]:
-    """JSON-serialisable ``layer.metadata["seg_explain"]`` for a layer made from a core ``Image``."""
+def _axcodes(affine: np.ndarray, nsp: int) -> list[str | None]:
     import nibabel as nib
 
+    try:
+        return [str(c) if c is not None else None for c in nib.aff2axcodes(np.asarray(affine, float))][:nsp]
+    except Exception:  # degenerate affine
+        return [None] * nsp
+
+
+def _matrix(affine: np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row] for row in np.asarray(affine, dtype=np.float64)]
+
+
+def _ornt_list(ornt: Any) -> list[list[int]] | None:
+    """A nibabel orientation array as JSON ``[[axis, flip], ...]`` (None if absent or not a full one)."""
+    if ornt is None:
+        return None
+    arr = np.asarray(ornt, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
+        return None
+    return [[int(a), int(f)] for a, f in arr]
+
+
+def seg_explain_metadata(image: Any, channel: str | None = None) -> dict[str, Any]:
+    """JSON-serialisable ``layer.metadata["seg_explain"]`` for a layer made from a core ``Image``.
+
+    Works for Images in the display orientation (``image.to_file`` / ``image.file_affine`` set when the
+    file's voxel order differs) and for Images in file order (``to_file`` None: the file's affine is the
+    Image's).
+    """
     nsp = int(image.spatial_ndim)
     order = layer_axis_order(nsp)
     aff = np.asarray(image.affine, dtype=np.float64)
-    try:
-        orientation = [str(c) if c is not None else None for c in nib.aff2axcodes(aff)][:nsp]
-    except Exception:  # degenerate affine
-        orientation = [None] * nsp
+    to_file = _ornt_list(getattr(image, "to_file", None))
+    file_aff = getattr(image, "file_affine", None)
+    file_aff = aff if to_file is None or file_aff is None else np.asarray(file_aff, dtype=np.float64)
     fmt = str(image.format or "")
     return {
         "source": None if image.source is None else str(image.source),
         "format": fmt,
-        "affine": [[float(v) for v in row] for row in aff],
+        "affine": _matrix(aff),
         "spatial_shape": [int(s) for s in image.spatial_shape],
         "spacing": [float(s) for s in image.spacing],
         "axis_order": list(order),
-        "orientation": orientation,
+        "orientation": _axcodes(aff, nsp),
+        "file_affine": _matrix(file_aff),
+        "file_orientation": _axcodes(file_aff, nsp),
+        "to_file": to_file,
         "oblique": bool(image.is_oblique()),
         "convention": convention_text(aff, order, fmt),
         "slice_plane": slice_plane(aff, order),
@@ -247,10 +296,13 @@ def seg_explain_metadata(image: Any, channel: str | None = None) -> dict[str, An
 
 
 def image_from_metadata(meta: Mapping[str, Any], data: Any | None = None):
-    """A core ``Image`` with the file's geometry from ``meta`` (``layer.metadata["seg_explain"]``).
+    """A core ``Image`` with the source's geometry from ``meta`` (``layer.metadata["seg_explain"]``).
 
-    ``data``: layer data (moved back to file order, one channel), or None for a zero-cost placeholder
-    (enough for ``core.images.write_map(path, array, like=...)``).
+    ``data``: layer data (moved back to Image order, one channel), or None for a zero-cost placeholder
+    (enough for ``core.images.write_map(path, array, like=...)``). When ``meta`` has a ``to_file``
+    transform (a reoriented volume) the Image carries it and ``file_affine``, so ``write_map`` writes
+    NIfTI/ITK outputs back in the file's voxel order with the file's affine. Metadata without these keys
+    (older layers, Images read in file order) gives an Image written with ``affine`` as it is.
     """
     from ..core.images import Image
 
@@ -262,8 +314,23 @@ def image_from_metadata(meta: Mapping[str, Any], data: Any | None = None):
     aff = np.asarray(meta["affine"], dtype=np.float64)
     spacing = meta.get("spacing") or list(np.linalg.norm(aff[:3, : len(shape)], axis=0))
     channel = meta.get("channel")
+    to_file = _ornt_list(meta.get("to_file"))
+    file_aff = meta.get("file_affine")
+    if to_file is not None:
+        if len(to_file) != len(shape) or sorted(a for a, _ in to_file) != list(range(len(shape))) \
+                or any(f not in (-1, 1) for _, f in to_file):
+            raise UserError(f"the layer metadata's to_file {meta.get('to_file')!r} is not an orientation "
+                            f"transform of {len(shape)} axes ({meta.get('source')})")
+        if file_aff is None or np.asarray(file_aff).shape != (4, 4):
+            raise UserError(f"the layer metadata has a to_file transform but no 4x4 file_affine "
+                            f"({meta.get('source')}); cannot write in the file's voxel order")
+        to_file_arr: np.ndarray | None = np.asarray(to_file, dtype=np.float64)
+        file_arr: np.ndarray | None = np.asarray(file_aff, dtype=np.float64)
+    else:
+        to_file_arr = file_arr = None
     return Image(arr, tuple(spacing), aff, meta.get("source"),
-                 (str(channel),) if channel is not None else (), str(meta.get("format") or ""))
+                 (str(channel),) if channel is not None else (), str(meta.get("format") or ""),
+                 to_file=to_file_arr, file_affine=file_arr)
 
 
 def geometry_kwargs(layer: Any) -> dict[str, Any]:

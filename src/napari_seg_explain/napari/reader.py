@@ -2,9 +2,13 @@
 
 Layers follow the contract in :mod:`napari_seg_explain.napari.geometry`:
 
-* volumes are ``(slices, rows, cols)`` (the file's last spatial axis first, so they open axial for a
-  standard orientation), with ``scale``/``translate`` from the voxel spacing and origin, ``units`` mm and
-  ``axis_labels`` such as ``("I→S", "A→P", "R→L")``;
+* volumes are read in the display orientation (``core.images.read_image``'s default: voxel axes
+  permuted/flipped, never resampled, whatever the file's voxel order -- RAS/LAS NIfTI, LPS DICOM/NRRD/MHA,
+  sagittal or coronal stacks) and are ``(slices, rows, cols)``: they open axial, anterior at the top, the
+  patient's right on the screen's left (radiological), slices inferior to superior, with ``scale`` /
+  ``translate`` from the voxel spacing and origin, ``units`` mm and ``axis_labels``
+  ``("I→S", "A→P", "R→L")``; the metadata keeps the file's affine and voxel order, so the writer writes
+  layers back as the file was stored;
 * 2-D images are ``(rows, cols)``; RGB pictures are ``rgb=True`` layers ``(rows, cols, 3)``;
 * a multi-contrast file (a 4-D NIfTI with C > 1 volumes) opens as **one image layer per contrast**, named
   ``"<stem> [<channel name>]"`` (the channel name is the volume index for NIfTI: ``"t1_t2 [0]"``,
@@ -119,9 +123,9 @@ def _stem(p: Path) -> str:
 
 
 def _read_one(p: Path) -> list[LayerData]:
-    from ..core.images import read_image
+    from ..core.images import DISPLAY_ORIENTATION, read_image
 
-    img = read_image(p)  # raises ImageReadError with an actionable message
+    img = read_image(p, orientation=DISPLAY_ORIENTATION)  # raises ImageReadError with an actionable message
     try:
         return _to_layers(img, p)
     except ImageReadError:

@@ -1,8 +1,10 @@
 """npe2 single-layer writer: an image or labels layer -> NIfTI (.nii / .nii.gz) with its source geometry.
 
 A layer with ``metadata["seg_explain"]`` (opened by this plugin's reader, or a result layer that copied
-that entry) is written in the source file's voxel order with the source's true affine -- oblique ones
-included -- so the map or mask overlays the original scan in any other tool. A layer without it is
+that entry) is written in the source file's voxel order with the source file's true affine -- oblique ones
+included: the layer is moved back to the Image order (``axis_order``), then ``core.images.write_map``
+undoes the reader's reorientation to the display orientation (``to_file``) and writes ``file_affine`` --
+so the map or mask overlays the original scan in any other tool, voxel for voxel. A layer without it is
 written as it is (axes in layer order) with a diagonal affine from the layer's ``scale`` and
 ``translate``. Writing is atomic (a temporary file in the same folder, then a rename): an existing file is
 either replaced whole or left as it was. The layer's data is never modified.
