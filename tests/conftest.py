@@ -20,17 +20,3 @@ def _torch_threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-@pytest.fixture
-def cue_scene():
-    return known_models.cue_scene()
-
-
-@pytest.fixture
-def dark_pool_arrays():
-    rng = np.random.default_rng(1)
-    return [rng.uniform(0.0, 0.2, size=(1, 40, 40)).astype(np.float32) for _ in range(6)]
-
-
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"

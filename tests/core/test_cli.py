@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_DIR
+from sample_paths import SAMPLE_DIR
 from napari_seg_explain.cli import main
 
 VOL = str(SAMPLE_DIR / "mni152_t1.nii.gz")

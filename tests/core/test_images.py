@@ -329,7 +329,7 @@ def test_display_orientation_maps_are_written_back_in_file_order(tmp_path):
 
 
 def test_sample_volume_is_already_in_display_orientation():
-    from conftest import SAMPLE_DIR
+    from sample_paths import SAMPLE_DIR
 
     img = read_image(SAMPLE_DIR / "mni152_t1.nii.gz")
     assert img.to_file is None and nib.aff2axcodes(img.affine) == DISPLAY_ORIENTATION

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from conftest import SAMPLE_DIR
+from sample_paths import SAMPLE_DIR
 from napari_seg_explain.core.images import read_image
 from napari_seg_explain.core.metrics import dice_np
 from napari_seg_explain.core.models import load_model
