@@ -1,4 +1,4 @@
-"""Shared fixtures: models whose true answer is known by construction, and small images."""
+"""Shared test set-up: tests/ on sys.path (known_models, sample_paths), torch on at most 2 threads."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
-
-import known_models  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
