@@ -29,6 +29,15 @@ from .core.errors import Cancelled, UserError
 EXIT_USER_ERROR = 2
 
 
+def _global_flags(suppress: bool) -> argparse.ArgumentParser:
+    """--debug/--quiet, accepted before or after the sub-command."""
+    p = argparse.ArgumentParser(add_help=False)
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("--debug", action="store_true", help="show tracebacks", **default)
+    p.add_argument("--quiet", action="store_true", help="no progress bar", **default)
+    return p
+
+
 def _add_common(p: argparse.ArgumentParser, *, output_help: str) -> None:
     p.add_argument("image", help="image file (NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MHA) or DICOM folder")
     p.add_argument("--model", required=True, help="model file (.pt/.ts TorchScript, .pt2, .safetensors/.pth "
@@ -41,16 +50,16 @@ def _add_common(p: argparse.ArgumentParser, *, output_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seg-explain", description="Explain what a segmentation model looked at.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser = argparse.ArgumentParser(prog="seg-explain", description="Explain what a segmentation model looked at.",
+                                     parents=[_global_flags(suppress=False)])
     sub = parser.add_subparsers(dest="command", required=True)
+    flags = [_global_flags(suppress=True)]
 
-    seg = sub.add_parser("segment", help="segment an image or volume")
+    seg = sub.add_parser("segment", parents=flags, help="segment an image or volume")
     _add_common(seg, output_help="mask file (.nii.gz, .nii, .npy)")
-    seg.add_argument("--batch-size", type=int, default=16)
+    seg.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
 
-    pd = sub.add_parser("pdcr", help="PdCR causal map of a RoI (Jiang et al. 2026)")
+    pd = sub.add_parser("pdcr", parents=flags, help="PdCR causal map of a RoI (Jiang et al. 2026)")
     _add_common(pd, output_help="map file (.nii.gz, .nii, .npy); a JSON sidecar is written beside it")
     _add_target(pd)
     pd.add_argument("--label", help="ground truth image whose non-zero pixels are the class (paper's Dice)")
@@ -65,15 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--batch-size", type=int, default=64, help="perturbed images per forward pass")
     pd.add_argument("--seed", type=int, default=0)
 
-    mi = sub.add_parser("misure", help="MiSuRe minimally sufficient region (Hasany et al. 2024)")
+    mi = sub.add_parser("misure", parents=flags,
+                        help="MiSuRe minimally sufficient region (Hasany et al. 2024)")
     _add_common(mi, output_help="saliency file (.nii.gz, .nii, .npy); sufficient region and sidecar beside it")
     _add_target(mi, roi_required=False)
     mi.add_argument("--iterations", type=int, default=100)
     mi.add_argument("--seed", type=int, default=0)
 
-    sub.add_parser("napari", help="open napari with the sample scan, the sample model and the plugin docked")
+    sub.add_parser("napari", parents=flags,
+                   help="open napari with the sample scan, the sample model and the plugin docked")
 
-    demo = sub.add_parser("demo", help="segment a sample slice, explain a RoI with PdCR and MiSuRe, write a figure")
+    demo = sub.add_parser("demo", parents=flags,
+                          help="segment a sample slice, explain a RoI with PdCR and MiSuRe, write a figure")
     demo.add_argument("-o", "--output", default="seg-explain-demo", help="output folder")
     demo.add_argument("--n", type=int, default=50, help="PdCR draws N (paper: 50)")
     demo.add_argument("--device", default="auto")
@@ -126,13 +138,31 @@ def _save_summary(command: str, expl: Any, out: Path, image: Any, z: int | None)
     return _summary(command, expl.save(out, like=image, slice_index=z), expl)
 
 
-def _check_output(path: str) -> Path:
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """Every file the command reads (pool folders contribute their files)."""
+    named = [args.image, args.model, getattr(args, "card", None), getattr(args, "label", None),
+             getattr(args, "roi_mask", None), *(getattr(args, "pool", None) or [])]
+    out: list[Path] = []
+    for p in (Path(n) for n in named if n):
+        out += list(p.iterdir()) if p.is_dir() else [p]
+    if Path(args.model).suffix.lower() not in (".yaml", ".yml"):
+        out += [Path(args.model).with_suffix(".yaml"), Path(args.model).with_suffix(".yml")]
+    return [p.resolve() for p in out]
+
+
+def _check_output(path: str, args: argparse.Namespace) -> Path:
+    """The output path is writable in format and folder, and none of its files would replace an input."""
     from .core.results import split_suffix
 
     out = Path(path)
-    split_suffix(out)
+    stem, suffix = split_suffix(out)
     if not out.parent.is_dir():
         raise UserError(f"output folder {out.parent} does not exist; create it first")
+    mine = {out.resolve(), stem.with_name(stem.name + ".json").resolve()}
+    for inp in _inputs(args):
+        if inp in mine or (inp.parent == out.parent.resolve() and inp.name.startswith(stem.name + "_")
+                           and inp.name.endswith(suffix)):
+            raise UserError(f"-o {out} would overwrite the input {inp}; choose another output name")
     return out
 
 
@@ -201,7 +231,10 @@ def _geometry(image, z: int | None) -> dict[str, Any]:
 def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
     from .core.images import write_map
 
-    out = _check_output(args.output)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
+
+    out = _check_output(args.output, args)
     image, model = _load(args)
     if args.slice_index is not None:
         _slice_of(image, args.slice_index)
@@ -221,7 +254,7 @@ def cmd_pdcr(args: argparse.Namespace) -> dict[str, Any]:
     from .core.explainers.pdcr import PdCRConfig, pdcr
     from .core.perturbations import pool_from_paths, pool_from_volume
 
-    out = _check_output(args.output)
+    out = _check_output(args.output, args)
     cfg = PdCRConfig(patch=args.patch, screen=args.screen, tau=args.tau, n=args.n, seed=args.seed,
                      batch_size=args.batch_size)
     image, model = _load(args)
@@ -244,7 +277,7 @@ def cmd_pdcr(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_misure(args: argparse.Namespace) -> dict[str, Any]:
     from .core.explainers.misure import MiSuReConfig, misure
 
-    out = _check_output(args.output)
+    out = _check_output(args.output, args)
     cfg = MiSuReConfig(seed=args.seed, iterations=args.iterations)
     image, model = _load(args)
     z = _slice_of(image, args.slice_index)
@@ -275,6 +308,7 @@ COMMANDS = {"segment": cmd_segment, "pdcr": cmd_pdcr, "misure": cmd_misure, "dem
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    args.debug, args.quiet = getattr(args, "debug", False), getattr(args, "quiet", False)
     try:
         summary = COMMANDS[args.command](args)
     except UserError as exc:

@@ -151,3 +151,61 @@ def test_roi_mask_and_class_by_name(tmp_path, capsys):
     assert np.isnan(amap[40:56, 24:40]).all() and np.isfinite(amap[:32]).all()
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["params"]["target_class"] == 1 and meta["roi_pixels"] == 256
+
+
+def _md5(path):
+    import hashlib
+
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+def test_outputs_never_replace_inputs(tmp_path, capsys):
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(open(VOL, "rb").read())
+    label = tmp_path / "label.nii.gz"
+    label.write_bytes(open(LABEL, "rb").read())
+    before = _md5(scan), _md5(label)
+    for argv in (["segment", scan, "--model", MODEL, "--slice", Z, "-o", scan],
+                 ["pdcr", scan, "--model", MODEL, "--slice", Z, "--roi-box", 32, 16, 64, 48, "--label", label,
+                  "-o", label],
+                 ["misure", scan, "--model", MODEL, "--slice", Z, "-o", tmp_path / "scan.nii.gz"]):
+        code, _, err = run(capsys, "--quiet", *argv)
+        assert code == 2 and "would overwrite the input" in err, err
+    assert (_md5(scan), _md5(label)) == before
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["segment", VOL, "--model", MODEL, "--batch-size", "0", "-o", "{o}"], "--batch-size"),
+    (["pdcr", VOL, "--model", MODEL, "--slice", "64", "--roi-box", "32", "16", "64", "48", "--pool-exclude", "-1",
+      "-o", "{o}"], ">= 0"),
+    (["pdcr", VOL, "--model", MODEL, "--slice", "64", "--roi-box", "32", "16", "64", "48", "--tau", "nan",
+      "-o", "{o}"], "tau"),
+    (["pdcr", VOL, "--model", MODEL, "--slice", "64", "--roi-box", "0", "0", "8", "8", "-o", "{o}"],
+     "no pixel of class 1 inside the RoI"),
+    (["segment", VOL, "--model", MODEL, "-o", "/proc/m.nii.gz"], "could not write"),
+])
+def test_more_user_errors(tmp_path, capsys, argv, needle):
+    code, stdout, err = run(capsys, "--quiet", *[a.format(o=tmp_path / "o.nii.gz") for a in argv])
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_flags_after_the_subcommand_and_large_tau(tmp_path, capsys):
+    out = tmp_path / "m.npy"
+    code, stdout, err = run(capsys, "pdcr", VOL, "--model", MODEL, "--slice", Z, "--roi-box", 32, 16, 64, 48,
+                            "--tau", 0.5, "--n", 3, "--screen", 1, "-o", out, "--quiet")
+    assert code == 0, err
+    assert "PdCR" not in err, "--quiet after the sub-command silences the bar"
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert sum(meta["stats"]["histogram"].values()) == meta["stats"]["n_blocks"]
+
+
+def test_demo_writes_maps_and_figure(tmp_path, capsys):
+    code, stdout, err = run(capsys, "--quiet", "demo", "-o", tmp_path / "demo", "--n", 2)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    names = {p.split("/")[-1] for p in summary["files"]}
+    assert {"segmentation.nii.gz", "pdcr_map.nii.gz", "pdcr_map.json", "misure_saliency.nii.gz", "demo.png"} <= names
+    assert summary["slice"] in range(56, 72), "a held-out slice of the sample model"
+    from PIL import Image as PILImage
+
+    assert PILImage.open(tmp_path / "demo" / "demo.png").size[0] > 1000

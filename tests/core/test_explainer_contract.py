@@ -84,8 +84,48 @@ def test_progress_reaches_total_and_cancel_stops(name):
 
 
 def test_pdcr_streams_partial_maps():
+    """The map so far: 0 for blocks found irrelevant, NaN for blocks still to estimate, final values at the end."""
     events = []
-    _run("pdcr", batch_size=3, progress=events.append)
+    expl = _run("pdcr", batch_size=3, progress=events.append)
     partial = [e.partial for e in events if e.partial is not None]
-    assert partial, "stage 2 yields the map so far"
-    assert np.count_nonzero(np.nan_to_num(partial[0])) <= np.count_nonzero(np.nan_to_num(partial[-1]))
+    assert len(partial) == len(events), "every batch yields the map so far"
+    known = [int(np.isfinite(p).sum()) for p in partial]
+    assert known == sorted(known), "blocks only ever become known"
+    assert known[0] < known[-1] == int(np.isfinite(expl.map).sum())
+    np.testing.assert_array_equal(np.nan_to_num(partial[-1], nan=9), np.nan_to_num(expl.map, nan=9))
+    mid = next(p for p, e in zip(partial, events) if e.stage == "estimating")
+    cue = mid[km.CUE]
+    assert np.isnan(cue).all() or (cue < 0).all(), "a block not yet estimated is NaN, never a fake 0"
+    assert not np.isnan(expl.map[km.CUE]).any()
+
+
+def test_paused_or_abandoned_explainers_leave_thread_and_model_state_alone():
+    """Grad mode is thread-local: a generator paused at a yield (a napari worker) must not leave inference mode
+    on, MiSuRe must not fill the model's .grad, and no explainer may reseed torch's global generator."""
+    import torch
+
+    model, sc, roi, extra = _setup("pdcr")
+    gen = EXPLAINERS["pdcr"](model, sc["image"], roi, 1, config=CONFIGS["pdcr"](**SMALL["pdcr"]), **extra)
+    next(gen)
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    gen.close()  # abandoned, as a cancelled worker does
+    m_model, m_sc, m_roi, _ = _setup("misure")
+    probe = torch.nn.Conv2d(1, 1, 1)  # a parameter that takes part in the forward pass
+    m_model.net = torch.nn.Sequential(probe, m_model.net)
+    with torch.no_grad():
+        probe.weight.fill_(1.0)
+        probe.bias.zero_()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    drive(EXPLAINERS["misure"](m_model, m_sc["image"], m_roi, 1, config=CONFIGS["misure"](**SMALL["misure"])))
+    assert probe.weight.grad is None and probe.bias.grad is None, "the user's model gets no gradients"
+    assert torch.equal(torch.rand(3), expected), "torch's global random state is untouched"
+
+
+def test_misure_roi_shape_is_checked():
+    from napari_seg_explain.core.errors import IncompatibleInputError
+
+    model, sc, _, _ = _setup("misure")
+    with pytest.raises(IncompatibleInputError, match="RoI shape"):
+        drive(EXPLAINERS["misure"](model, sc["image"], np.ones((10, 10), bool), 1))

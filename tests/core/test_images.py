@@ -333,3 +333,10 @@ def test_sample_volume_is_already_in_display_orientation():
 
     img = read_image(SAMPLE_DIR / "mni152_t1.nii.gz")
     assert img.to_file is None and nib.aff2axcodes(img.affine) == DISPLAY_ORIENTATION
+
+
+def test_single_non_axial_plane_stored_as_3d_is_not_turned_into_slivers(tmp_path):
+    arr = np.arange(64 * 48, dtype=np.float32).reshape(1, 64, 48)  # one sagittal plane, RAS
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / "plane.nii.gz")
+    img = read_image(tmp_path / "plane.nii.gz")
+    assert img.spatial_shape == (1, 64, 48) and img.to_file is None

@@ -65,45 +65,62 @@ def test_without_label_uses_soft_dice_vs_own_prediction():
     assert any("soft Dice" in d for d in expl.deviations)
 
 
-def test_ate_matches_bruteforce_loop():
-    """The batched engine computes the authors' estimator: mean over draws of (Dice_b - Dice_0)."""
+def test_whole_map_matches_the_authors_loop_one_image_at_a_time():
+    """A plain re-implementation of the authors' loop (block by block, image by image, numpy Dice) with the
+    same draws gives the same map everywhere: screened-out zeros, ATEs, thresholded zeros and NaN."""
     import torch
 
-    from napari_seg_explain.core.metrics import dice
-    from napari_seg_explain.core.models import class_probability
+    from napari_seg_explain.core.rois import blocks_touching
 
-    expl, sc = _run(config=PdCRConfig(n=10, seed=3, batch_size=7))
+    cfg = PdCRConfig(n=10, seed=3, batch_size=7, screen=3)
+    expl, sc = _run(config=cfg)
     model = SegmentationModel(km.CueModel(), device="cpu")
     rng = np.random.default_rng(1)
     pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
-    gen = torch.Generator().manual_seed(3)
     roi = roi_from_box((64, 64), *sc["box"])
-    from napari_seg_explain.core.rois import blocks_touching
-
     touching = blocks_touching(roi, 8)
-    by, bx = np.nonzero(~touching)
-    corners = torch.as_tensor(np.stack([by * 8, bx * 8], 1))
-    ids1 = torch.arange(len(corners)).repeat_interleave(3)
-    pool.draw(len(ids1), 8, gen, avoid=corners[ids1])  # consume the screening draws
-    ref = torch.as_tensor(sc["label"][roi]).float()
+    blocks = [(y * 8, x * 8) for y, x in zip(*np.nonzero(~touching))]
 
-    def score(img):
-        p = class_probability(model.predict(img[None]) if False else torch.as_tensor(model.predict(img[None])), 1)
-        return 100 * dice((p.reshape(1, -1)[:, torch.as_tensor(roi.ravel())] > 0.5).float(), ref)[0]
+    def dice_points(img):
+        prob = model.predict(img)[0]
+        pred, ref = prob[roi] > 0.5, sc["label"][roi] > 0
+        return 100 * 2 * (pred & ref).sum() / (pred.sum() + ref.sum() + 1e-10)
 
-    m0 = score(sc["image"])
-    active = [i for i in range(len(corners)) if np.isfinite(expl.map[corners[i, 0], corners[i, 1]])
-              and expl.map[corners[i, 0], corners[i, 1]] != 0]
-    draws = pool.draw(len(active) * 10, 8, gen, avoid=corners[torch.as_tensor(active).repeat_interleave(10)])
-    tiles = pool.crops(draws, 8).numpy()
-    for k, blk in enumerate(active):
-        y, x = corners[blk].tolist()
-        deltas = []
-        for t in range(10):
-            img = sc["image"].copy()
-            img[0, y:y + 8, x:x + 8] = tiles[k * 10 + t, :, :, 0]
-            deltas.append(float(score(img) - m0))
-        assert expl.map[y, x] == pytest.approx(np.mean(deltas), abs=1e-4)
+    def perturbed(y, x, draw):
+        img = sc["image"].copy()
+        k, ty, tx = (int(v) for v in draw)
+        img[0, y:y + 8, x:x + 8] = pool.images[k, 0, ty:ty + 8, tx:tx + 8].numpy()
+        return img
+
+    m0 = dice_points(sc["image"])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    corners = torch.as_tensor(blocks)
+    screen = pool.draw(len(blocks) * 3, 8, gen, avoid=corners.repeat_interleave(3, dim=0))
+    active = [i for i, (y, x) in enumerate(blocks)
+              if any(abs(dice_points(perturbed(y, x, screen[3 * i + s])) - m0) >= cfg.tau for s in range(3))]
+    est = pool.draw(len(active) * 10, 8, gen, avoid=corners[active].repeat_interleave(10, dim=0))
+    expected = np.full((64, 64), np.nan, np.float32)
+    for y, x in blocks:
+        expected[y:y + 8, x:x + 8] = 0.0
+    for j, i in enumerate(active):
+        y, x = blocks[i]
+        ate = np.mean([dice_points(perturbed(y, x, est[10 * j + t])) - m0 for t in range(10)])
+        expected[y:y + 8, x:x + 8] = ate if abs(ate) >= cfg.tau else 0.0
+    np.testing.assert_allclose(expl.map, expected, atol=1e-4)
+    assert np.isfinite(expected).sum() == 60 * 64
+
+
+def test_crops_are_the_pool_pixels_at_the_drawn_positions():
+    import torch
+
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    arrays = [np.random.default_rng(i).uniform(size=(1, 20 + 5 * i, 30)).astype(np.float32) for i in range(3)]
+    pool = pool_from_arrays(model, arrays)
+    draws = pool.draw(200, 8, torch.Generator().manual_seed(0))
+    crops = pool.crops(draws, 8).numpy()
+    for (k, y, x), crop in zip(draws.tolist(), crops):
+        np.testing.assert_array_equal(crop[:, :, 0], arrays[k][0, y:y + 8, x:x + 8])
+    assert set(draws[:, 0].tolist()) == {0, 1, 2}
 
 
 def test_lone_image_pool_is_the_image_itself_with_warning():

@@ -60,6 +60,17 @@ def test_failed_save_writes_nothing(tmp_path):
     bad = _expl()
     bad.maps["broken"] = np.zeros((3, 3))  # wrong shape for the source geometry
     nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), np.eye(4)), str(tmp_path / "src.nii.gz"))
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="shape"):
         bad.save(tmp_path / "out.nii.gz", like=read_image(tmp_path / "src.nii.gz"), slice_index=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.nii.gz"], "all or nothing"
+
+
+def test_sidecar_records_the_slice_without_geometry(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), np.diag([-1.0, -1.0, 1.0, 1.0])[[1, 0, 2, 3]]),
+             str(tmp_path / "src.nii.gz"))
+    like = read_image(tmp_path / "src.nii.gz")
+    expl = _expl(like.spatial_shape[:2])
+    expl.geometry = {}
+    expl.save(tmp_path / "out.nii.gz", like=like, slice_index=3)
+    back = Explanation.load(tmp_path / "out.nii.gz")
+    assert back.map.shape == like.spatial_shape[:2]

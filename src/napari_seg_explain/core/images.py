@@ -129,7 +129,6 @@ def read_image(path: str | os.PathLike, orientation: tuple[str, str, str] | None
 
 def reorient(img: Image, codes: tuple[str, str, str]) -> Image:
     """``img`` with its voxel axes permuted/flipped to the closest match of ``codes`` (no resampling)."""
-    import nibabel as nib
     from nibabel import orientations as nio
 
     try:
@@ -140,6 +139,8 @@ def reorient(img: Image, codes: tuple[str, str, str]) -> Image:
     if np.array_equal(tf, [[0, 1], [1, 1], [2, 1]]):
         return img
     shape = img.spatial_shape
+    if 1 in shape and shape[int(np.nonzero(tf[:, 0] == 2)[0][0])] != 1:
+        return img  # a single non-axial plane stored as 3-D: reorienting would make it 1-pixel-wide slices
     data = np.stack([nio.apply_orientation(c, tf) for c in img.data])
     affine = img.affine @ nio.inv_ornt_aff(tf, shape)
     spacing = [0.0] * 3
@@ -319,9 +320,10 @@ def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_
     if not p.parent.is_dir():
         raise UserError(f"cannot write {p}: the folder {p.parent} does not exist; create it first")
 
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=f".tmp{ext}")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=f".tmp{ext}")
+        os.close(fd)
         if ext == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, arr)
@@ -334,7 +336,8 @@ def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_
         os.chmod(tmp, (os.stat(p).st_mode & 0o777) if p.is_file() else 0o644)
         os.replace(tmp, p)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, (OSError, RuntimeError)):
             raise UserError(f"could not write {p}: {exc}") from exc
         raise

@@ -117,6 +117,8 @@ def pool_from_volume(model: "SegmentationModel", image: "Image", slice_index: in
 
     Slices of constant intensity (empty air above the head) are skipped.
     """
+    if exclude < 0:
+        raise UserError(f"the number of neighbouring slices left out of the pool must be >= 0 (got {exclude})")
     slices = [image.slice2d(z) for z in range(image.n_slices) if abs(z - slice_index) > exclude]
     slices = [s for s in slices if np.ptp(s) > 0]
     if not slices:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -50,11 +50,3 @@ def drive(gen: Generator[Progress, None, T], progress: ProgressCallback | None =
                 raise Cancelled("cancelled by the caller")
     except StopIteration as stop:
         return stop.value
-
-
-def run_in_batches(n: int, batch_size: int, step: Callable[[slice], Any]) -> Generator[int, None, None]:
-    """Call ``step`` on consecutive slices of ``range(n)`` (the last one may be short); yield items done."""
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(n, start + batch_size))
-        step(sl)
-        yield sl.stop

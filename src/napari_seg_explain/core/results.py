@@ -116,9 +116,16 @@ class Explanation:
             arrays["_roi"] = self.roi.astype(np.uint8)
         targets = {key: stem.with_name(stem.name + key + suffix) for key in arrays}
         sidecar = stem.with_name(stem.name + ".json")
-        meta = self.metadata() | {"files": {k.lstrip("_") or "map": p.name for k, p in targets.items()}}
-        tmpdir = Path(tempfile.mkdtemp(prefix=".seg-explain-", dir=path.parent))
-        try:  # write everything into a temporary folder first, then move into place
+        for target in [*targets.values(), sidecar]:
+            if target.is_dir():
+                raise UserError(f"cannot write {target}: a folder of that name is in the way")
+        meta = self.metadata() | {"files": {k.lstrip("_") or "map": p.name for k, p in targets.items()},
+                                  "slice_index": slice_index}
+        try:
+            tmpdir = Path(tempfile.mkdtemp(prefix=".seg-explain-", dir=path.parent))
+        except OSError as exc:
+            raise UserError(f"cannot write into {path.parent}: {exc}") from exc
+        try:  # write everything into a temporary folder first, then move into place (the sidecar last)
             staged = {}
             for key, arr in arrays.items():
                 tmp = tmpdir / targets[key].name
@@ -134,6 +141,8 @@ class Explanation:
             staged[tmp_json] = sidecar
             for src, dst in staged.items():
                 os.replace(src, dst)
+        except OSError as exc:
+            raise UserError(f"could not write the results to {path.parent}: {exc}") from exc
         finally:
             for leftover in tmpdir.iterdir():
                 leftover.unlink()
@@ -158,7 +167,7 @@ class Explanation:
 
             vol = read_image(p)  # the same display orientation the map was computed in
             arr = vol.data[0]
-            z = geom.get("slice_index")
+            z = meta.get("slice_index", geom.get("slice_index"))
             if z is not None and arr.ndim == 3 and tuple(arr.shape[:2]) == tuple(meta["map_shape"]):
                 arr = arr[:, :, z]
             return arr.reshape(meta["map_shape"]) if arr.size == np.prod(meta["map_shape"]) else arr

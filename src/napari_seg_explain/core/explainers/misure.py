@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import IncompatibleInputError, UserError
 from ..metrics import dice
 from ..progress import Progress, drive
 from .common import check_image2d, provenance
@@ -101,10 +101,11 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
     image = check_image2d(model, image)
     h, w = image.shape[1:]
     scope = np.ones((h, w), bool) if roi is None else np.asarray(roi, bool)
+    if scope.shape != (h, w):
+        raise IncompatibleInputError(f"RoI shape {scope.shape} differs from the image's {(h, w)}")
     dev = model.device
     scope_t = torch.as_tensor(scope.ravel(), device=dev).nonzero()[:, 0]
     passes0 = model.forward_passes
-    torch.manual_seed(cfg.seed)
     warnings_out: list[str] = []
 
     with model.eval_mode():
@@ -158,14 +159,16 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
             return up.clamp(0, 1) * sr_t
 
         for it in range(cfg.iterations):
-            opt.zero_grad()
-            m = mask_of(param)
-            p = class_probability(model.forward_normalized(x * m), target).reshape(-1)[scope_t]
-            sd_cls = dice(p[None], y0_t)[0]
-            sd_bg = dice(1 - p[None], 1 - y0_t)[0]
-            loss = (cfg.l1 * m.abs().sum() / n_sr + cfg.tv * total_variation(m, cfg.tv_beta)
-                    + 1 - (cfg.alpha_background * sd_bg + cfg.alpha_class * sd_cls))
-            loss.backward()
+            # grad mode is thread-local: set it per step, never across a yield; gradients go to the mask
+            # parameter only (autograd.grad), so the user's model parameters keep their .grad untouched
+            with torch.inference_mode(False), torch.enable_grad():
+                m = mask_of(param)
+                p = class_probability(model.forward_normalized(x * m), target).reshape(-1)[scope_t]
+                sd_cls = dice(p[None], y0_t)[0]
+                sd_bg = dice(1 - p[None], 1 - y0_t)[0]
+                loss = (cfg.l1 * m.abs().sum() / n_sr + cfg.tv * total_variation(m, cfg.tv_beta)
+                        + 1 - (cfg.alpha_background * sd_bg + cfg.alpha_class * sd_cls))
+                (param.grad,) = torch.autograd.grad(loss, [param])
             opt.step()
             if it % 5 == 4 or it == cfg.iterations - 1:
                 yield Progress(1 + evaluated + it + 1, total, "minimal region")

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ..perturbations import TilePool
     from ..results import Explanation
 
-HIST_BINS = (-np.inf, -3, -1, -0.3, None, None, 0.3, 1, 3, np.inf)  # authors' statistics bins (tau inserted)
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,8 @@ class PdCRConfig:
         for name in ("patch", "screen", "n", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"PdCR parameter {name} must be >= 1 (got {getattr(self, name)})")
-        if self.tau < 0:
-            raise UserError(f"PdCR parameter tau must be >= 0 (got {self.tau})")
+        if not (self.tau >= 0 and np.isfinite(self.tau)):
+            raise UserError(f"PdCR parameter tau must be a number >= 0 (got {self.tau})")
         if not 0 < self.threshold < 1:
             raise UserError(f"PdCR parameter threshold must be in (0, 1) (got {self.threshold})")
 
@@ -63,9 +62,10 @@ DEVIATIONS_ALWAYS = [
     "(same estimator, same draws distribution).",
     "Replacement crops are drawn at random positions of whole pool images on the fly (the authors pre-cut "
     "1,000 tiles); crops are taken in the model's normalised intensity space.",
-    "Blocks on the right/bottom edge that are narrower than the patch are evaluated too (partial blocks); "
-    "pixels not evaluated (the RoI and blocks touching it) are NaN, not 0.",
+    "Pixels not evaluated (the RoI and blocks touching it) are NaN, not 0.",
 ]
+PARTIAL_BLOCKS = ("The image size is not a multiple of the patch: the narrower blocks on the right/bottom edge "
+                  "are evaluated too (the authors' grid stops at the last whole block).")
 
 
 def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target: int = 1, *,
@@ -110,9 +110,16 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
     roi_t = torch.as_tensor(roi.ravel(), device=dev).nonzero()[:, 0]
     passes0 = model.forward_passes
 
-    with model.eval_mode(), torch.inference_mode():
-        x0 = model.normalize(torch.as_tensor(image)[None])
-        p0 = class_probability(model.forward_normalized(x0, amp=cfg.amp), target).reshape(1, -1)[:, roi_t]
+    def forward(x: "torch.Tensor") -> "torch.Tensor":
+        """Class probabilities, flattened to the RoI pixels. Inference mode is entered per call and never held
+        across a ``yield``: it is thread-local, and a paused or abandoned generator must not leave it on."""
+        with torch.inference_mode():
+            return class_probability(model.forward_normalized(x, amp=cfg.amp), target).reshape(len(x), -1)[:, roi_t]
+
+    with model.eval_mode():
+        with torch.no_grad():
+            x0 = model.normalize(torch.as_tensor(image)[None])
+        p0 = forward(x0)
         if label is not None:
             ref = torch.as_tensor(np.asarray(label).ravel() != 0, device=dev)[roi_t].float()
             metric = "dice_vs_label"
@@ -125,10 +132,11 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
 
             def score(p: "torch.Tensor") -> "torch.Tensor":
                 return 100 * dice(p, ref)
-        m0 = float(score(p0)[0])
         if ref.sum() == 0:
-            warnings_out.append(f"class {target} is absent from the RoI in the reference: the map explains its "
-                                "absence (Dice is 0 until a perturbation makes the model segment it)")
+            whose = "the label has" if label is not None else "the model predicts"
+            raise UserError(f"{whose} no pixel of class {target} inside the RoI, so its Dice is 0 whatever is "
+                            "perturbed: draw the RoI over the structure to explain (or pick another class)")
+        m0 = float(score(p0)[0])
 
         # block grid: padded so partial edge blocks are whole blocks in padded coordinates
         touching = blocks_touching(roi, b)
@@ -151,9 +159,7 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
                 rows = (c[:, 0:1] + ar)[:, :, None]
                 cols = (c[:, 1:2] + ar)[:, None, :]
                 xb[torch.arange(c.shape[0], device=dev)[:, None, None], :, rows, cols] = pool.crops(draws[sl], b)
-                probs = model.forward_normalized(xb[:, :, :h, :w], amp=cfg.amp)
-                p = class_probability(probs, target).reshape(c.shape[0], -1)[:, roi_t]
-                out[sl] = (score(p) - m0).float().cpu()
+                out[sl] = (score(forward(xb[:, :, :h, :w])) - m0).float().cpu()
                 partial = partial_fn(sl.stop, out) if partial_fn else None
                 yield Progress(1 + done0 + sl.stop, 1 + total, stage, partial=partial)  # 1: unperturbed pass
             return out
@@ -162,17 +168,25 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
         ids1 = torch.arange(nb).repeat_interleave(cfg.screen)
         draws1 = pool.draw(len(ids1), b, gen, avoid=corners[ids1])
         total = nb * cfg.screen
-        d1 = yield from deltas(ids1, draws1, "screening", 0, total)
+        # the map so far: 0 for blocks found irrelevant, NaN for blocks not (yet) estimated
+        ate = torch.full((nb,), float("nan"), dtype=torch.float32)
+
+        def screened(n_done: int, d: "torch.Tensor") -> np.ndarray:
+            k = n_done // cfg.screen
+            passed = (d[: k * cfg.screen].reshape(k, cfg.screen).abs() >= cfg.tau).any(dim=1)
+            ate[:k] = torch.where(passed, float("nan"), 0.0)
+            return _paint(touching, b, by, bx, ate.numpy(), h, w)
+
+        d1 = yield from deltas(ids1, draws1, "screening", 0, total, screened)
         active = (d1.reshape(nb, cfg.screen).abs() >= cfg.tau).any(dim=1).nonzero()[:, 0]
 
         # stage 2: N fresh draws for each block that passed screening
-        ate = torch.zeros(nb, dtype=torch.float32)
         total = nb * cfg.screen + len(active) * cfg.n
         ids2 = active.repeat_interleave(cfg.n)
         draws2 = pool.draw(len(ids2), b, gen, avoid=corners[ids2])
 
         def finish(n_done: int, d: "torch.Tensor") -> np.ndarray:
-            """Set the ATE of blocks whose N draws are all done; return the map so far."""
+            """Set the ATE of blocks whose N draws are all done; return the map so far (NaN: still to come)."""
             k = n_done // cfg.n
             means = d[: k * cfg.n].reshape(k, cfg.n).mean(dim=1)
             ate[active[:k]] = torch.where(means.abs() < cfg.tau, torch.zeros_like(means), means)
@@ -190,6 +204,8 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
              **effect_shares(ate_np), "histogram": _histogram(ate_np, cfg.tau),
              "forward_passes": model.forward_passes - passes0}
     devs = list(DEVIATIONS_ALWAYS)
+    if h % b or w % b:
+        devs.append(PARTIAL_BLOCKS)
     if label is None:
         devs.append("No ground-truth label: the RoI reference is the model's own unperturbed prediction and the "
                     "metric is soft Dice on probabilities (the paper uses hard Dice against the label).")
@@ -216,8 +232,12 @@ def _paint(touching: np.ndarray, b: int, by: np.ndarray, bx: np.ndarray, values:
 
 
 def _histogram(values: np.ndarray, tau: float) -> dict[str, int]:
-    """Counts of blocks per ATE range, with the authors' bin edges."""
-    edges = [e if e is not None else (-tau if i == 4 else tau) for i, e in enumerate(HIST_BINS)]
-    counts, _ = np.histogram(values, bins=edges)
-    names = [f"{lo}..{hi}" for lo, hi in zip(edges[:-1], edges[1:])]
-    return dict(zip(names, map(int, counts)))
+    """Blocks per ATE range with the authors' bin edges (-3, -1, -0.3, -tau | tau, 0.3, 1, 3); zeros apart."""
+    v = np.asarray(values, dtype=float)
+    neg = [e for e in (-np.inf, -3.0, -1.0, -0.3) if e < -tau] + [-tau]
+    pos = [tau] + [e for e in (0.3, 1.0, 3.0) if e > tau] + [np.inf]
+    out = {"0 (irrelevant)": int((v == 0).sum())}
+    for edges, part in ((neg, v[v < 0]), (pos, v[v > 0])):
+        counts, _ = np.histogram(part, bins=edges)
+        out |= {f"{lo:g}..{hi:g}": int(c) for lo, hi, c in zip(edges[:-1], edges[1:], counts)}
+    return out

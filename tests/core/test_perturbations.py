@@ -1,0 +1,59 @@
+"""Where replacement blocks come from: volume neighbours left out, self-pool avoids the block, folders."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import known_models as km
+from napari_seg_explain.core.errors import UserError
+from napari_seg_explain.core.images import Image
+from napari_seg_explain.core.models import SegmentationModel
+from napari_seg_explain.core.perturbations import pool_from_image_itself, pool_from_paths, pool_from_volume
+
+
+@pytest.fixture
+def model():
+    return SegmentationModel(km.CueModel(), device="cpu")
+
+
+def test_volume_pool_leaves_out_the_slice_its_neighbours_and_empty_slices(model):
+    rng = np.random.default_rng(0)
+    vol = rng.uniform(size=(1, 16, 16, 12)).astype(np.float32)
+    for z in range(11):
+        vol[0, 0, 0, z] = 100 + z  # tag each slice (no normalisation without a card)
+    vol[..., 11] = 0.0  # an empty slice (air above the head)
+    img = Image(vol, (1.0, 1.0, 1.0), np.eye(4))
+    pool = pool_from_volume(model, img, slice_index=5, exclude=2)
+    tags = sorted(int(t) - 100 for t in pool.images[:, 0, 0, 0].tolist())
+    assert tags == [0, 1, 2, 8, 9, 10]
+    with pytest.raises(UserError, match=">= 0"):
+        pool_from_volume(model, img, 5, exclude=-1)
+
+
+def test_self_pool_never_crops_the_block_being_replaced(model):
+    img = np.random.default_rng(1).uniform(size=(1, 24, 24)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool = pool_from_image_itself(model, img, 8)
+    assert any("itself" in str(c.message) for c in caught)
+    avoid = torch.tensor([[8, 8]]).repeat(500, 1)
+    draws = pool.draw(500, 8, torch.Generator().manual_seed(0), avoid=avoid)
+    overlap = ((draws[:, 1:] - avoid).abs() < 8).all(dim=1)
+    assert not overlap.any()
+
+
+def test_folder_pool_reads_images_and_skips_the_explained_one(tmp_path, model):
+    import SimpleITK as sitk
+
+    for i in range(3):
+        arr = (np.random.default_rng(i).uniform(size=(20, 20)) * 255).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / f"s{i}.png"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    pool = pool_from_paths(model, [tmp_path], exclude_source=str(tmp_path / "s0.png"))
+    assert pool.n_images == 2
+    with pytest.raises(UserError, match="does not exist"):
+        pool_from_paths(model, [tmp_path / "missing"])
