@@ -5,7 +5,8 @@ Explainer (which loads the sample model the scan names), moves to a held-out sli
 (the middle of the card's ``training.heldout_slices``), segments it, draws a 32x32 rectangle on white
 matter (the block-aligned box holding the most segmented pixels), chooses the white-matter label as
 ground truth (the paper's setting) and the other slices of the volume as the pool, runs PdCR with the
-paper's parameters and saves the whole window.
+paper's parameters (N = 50) and saves the whole window: the map over the scan with its colorbar, the RoI
+outline, and the dock scrolled (by the widget itself, when the run ends) to the Results section.
 
 Run it under a display (no GPU needed)::
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_seg_explain.demo import pick_box, pick_slice
     from napari_seg_explain.napari import layers as L
     from napari_seg_explain.napari.sample_data import sample_label, sample_scan
+    from napari_seg_explain.napari.widgets import inputs
 
     viewer = napari.Viewer(title="napari-seg-explain: PdCR on the MNI152 sample", show=True)
     w, h = (int(v) for v in args.size.split("x"))
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                       axis_labels=scan.axis_labels)
     widget.roi_combo.setCurrentText("RoI")
     widget.gt_combo.setCurrentText(viewer.layers[0].name)
-    widget.pool_combo.setCurrentText("Other slices of this volume (±5 excluded)")
+    widget.pool_combo.setCurrentIndex(inputs.POOL_CHOICES.index(inputs.POOL_VOLUME))
     widget.n_draws.setValue(args.n)
     print(f"slice {z}, RoI rows {y0}:{y1}, cols {x0}:{x1}; {widget.update_estimate()}", file=sys.stderr)
 
@@ -100,13 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(300):  # let the window settle (notifications fade after a few seconds, the canvas redraws)
         app.processEvents()
         time.sleep(0.02)
-    from napari._qt.dialogs.qt_notification import NapariQtNotification  # a clean canvas for the picture
-    from qtpy.QtWidgets import QScrollArea
+    from qtpy.QtWidgets import QWidget
 
-    for note in viewer.window._qt_window.findChildren(NapariQtNotification):
-        note.close()
-    scroll = widget.findChild(QScrollArea)  # the dock shows its results section (the end of the workflow)
-    scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
+    for note in widget.window().findChildren(QWidget):  # a clean canvas for the picture
+        if type(note).__name__ == "NapariQtNotification":
+            note.close()
+    widget.show_results_section()  # the widget scrolled there when the run ended; again after the resize
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)

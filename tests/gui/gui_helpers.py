@@ -28,6 +28,14 @@ class SlowCue(known_models.CueModel):
         return super().forward(x)
 
 
+class PixelCost(known_models.CueModel):
+    """CueModel whose forward call takes time in proportion to the pixels it gets, like a convolutional
+    network: 4 ms per 128x128 image, 64 ms per 512x512 image."""
+
+    def forward(self, x):  # noqa: D102
+        time.sleep(x.shape[0] * x.shape[-2] * x.shape[-1] * 4e-3 / (128 * 128))
+        return super().forward(x)
+
 
 def cue_volume() -> np.ndarray:
     """(slices, rows, cols) float32 stack of the cue scene with slice-dependent object brightness."""

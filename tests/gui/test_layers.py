@@ -87,6 +87,23 @@ def test_geometry_checks_and_round_trip():
         L.SliceGeometry(shape=(8, 8)).place(np.zeros((4, 4)))
     g = L.SliceGeometry(shape=(4, 8, 8), slice_index=1, scale=(1.0, 2.0, 2.0), units=("mm", "mm", "mm"))
     assert L.SliceGeometry.from_dict(g.to_dict()) == g
+    c, s = np.cos(0.5), np.sin(0.5)
+    rotated = L.SliceGeometry(shape=(8, 8), rotate=((c, -s), (s, c)), shear=(0.2,), affine=((1.0, 0, 3.0),
+                                                                                          (0, 1.0, 0), (0, 0, 1.0)))
+    assert L.SliceGeometry.from_dict(rotated.to_dict()) == rotated
+    kw = rotated.layer_kwargs()
+    np.testing.assert_allclose(kw["rotate"], [[c, -s], [s, c]])
+    np.testing.assert_allclose(kw["affine"][0], [1, 0, 3])
+
+
+def test_result_layer_detection():
+    from types import SimpleNamespace as NS
+
+    assert L.is_result_layer(NS(name="anything", metadata={"seg_explain": {"result": "misure_saliency"}}))
+    assert L.is_result_layer(NS(name=L.PDCR_MAP + L.PARTIAL_SUFFIX, metadata={}))
+    assert L.is_result_layer(NS(name=L.MISURE_SALIENCY + L.STREAM_SUFFIX, metadata={}))
+    assert not L.is_result_layer(NS(name="mni152_t1", metadata={"seg_explain": {"source": "a.nii"}}))
+    assert not L.is_result_layer(NS(name="PdCR map of last week", metadata={"seg_explain": "odd"}))
 
 
 def test_symmetric_limit_handles_all_zero_and_nan():

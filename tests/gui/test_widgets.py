@@ -9,7 +9,16 @@ import time
 
 import numpy as np
 import pytest
-from gui_helpers import SCALE, TRANSLATE, Z, add_rect, cue_volume, sample_scan_layer_data, wait_idle
+from gui_helpers import (
+    SCALE,
+    TRANSLATE,
+    Z,
+    PixelCost,
+    add_rect,
+    cue_volume,
+    sample_scan_layer_data,
+    wait_idle,
+)
 
 from napari_seg_explain.napari import layers as L
 
@@ -156,13 +165,23 @@ def test_cancel_leaves_the_viewer_as_before_and_it_stays_usable(qtbot, viewer_wi
     widget.set_model(slow_model)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
     widget._refresh_layer_combos()
+    _configure_pdcr(widget, n=2, screen=1, batch=0)  # a first short run: the map a rerun streams into
+    widget.run()
+    wait_idle(qtbot, widget)
+    amap = viewer.layers[L.PDCR_MAP]
+    map_before, limits_before, meta_before = amap.data.copy(), tuple(amap.contrast_limits), amap.metadata
+    result_before = widget.results["pdcr"][0]
+    assert np.isfinite(map_before[Z]).any()
+
     _configure_pdcr(widget, n=50, screen=1, batch=1)
+    widget.seed.setValue(3)
     names = _names(viewer)
     worker = widget.run()
     finished = []
     worker.finished.connect(lambda: finished.append(time.perf_counter()))
-    qtbot.waitUntil(lambda: L.PDCR_MAP + " (running)" in viewer.layers, timeout=2000)  # the streamed map
+    qtbot.waitUntil(lambda: L.PDCR_MAP + " (running)" in viewer.layers, timeout=2000)  # streams into the map
     qtbot.waitUntil(lambda: widget.progress.value() >= 5, timeout=10000)
+    assert tuple(amap.contrast_limits) != limits_before or not np.array_equal(amap.data, map_before, equal_nan=True)
     t0 = time.perf_counter()
     widget.cancel()
     assert _names(viewer) == names  # immediately as before
@@ -170,13 +189,61 @@ def test_cancel_leaves_the_viewer_as_before_and_it_stays_usable(qtbot, viewer_wi
     stop_s = finished[0] - t0
     assert stop_s < 1.0, f"worker took {stop_s:.2f} s to stop"
     assert _names(viewer) == names and not widget.busy and widget.run_button.isEnabled()
+    # the map of the first run is back: same layer, data, contrast limits and metadata; same results panel entry
+    assert viewer.layers[L.PDCR_MAP] is amap
+    np.testing.assert_array_equal(amap.data, map_before)
+    assert tuple(amap.contrast_limits) == limits_before and amap.metadata == meta_before
+    np.testing.assert_allclose(amap.scale, SCALE)
+    assert widget.results["pdcr"][0] is result_before
     np.testing.assert_array_equal(image.data, before)
     # still usable: a short run succeeds
     _configure_pdcr(widget, n=2, screen=1, batch=0)
     widget.run()
     wait_idle(qtbot, widget)
-    assert L.PDCR_MAP in viewer.layers and "pdcr" in widget.results
+    assert L.PDCR_MAP in viewer.layers and widget.results["pdcr"][0] is not result_before
     np.testing.assert_array_equal(image.data, before)
+
+
+def test_cancel_stops_within_a_second_on_a_large_plane(qtbot, make_napari_viewer, notes):
+    """The automatic batch size follows the plane's size: a model whose time grows with the pixels takes 16x
+    longer on 512x512 than on the 128x128 timing image, and Cancel must still stop PdCR and Segment at once."""
+    import known_models as km
+
+    from napari_seg_explain.core.modelcard import ModelCard
+    from napari_seg_explain.core.models import SegmentationModel
+    from napari_seg_explain.napari.widgets import SegExplainWidget
+
+    viewer = make_napari_viewer()
+    vol = np.zeros((24, 512, 512), np.float32)
+    vol[:, :64, :64] = km.cue_scene()["image"][0]
+    viewer.add_image(vol, name="large planes")
+    viewer.dims.set_current_step(0, Z)
+    widget = SegExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    card = ModelCard(name="pixel-cost", in_channels=1, classes=("background", "object"),
+                     output_activation="softmax")
+    widget.set_model(SegmentationModel(PixelCost(two_class=True), card, device="cpu"))
+    add_rect(viewer, 8, 8, 24, 24, z=Z)
+    widget._refresh_layer_combos()
+    _configure_pdcr(widget, n=50, screen=1, batch=0)
+    for start in (widget.run, widget.segment):
+        if start == widget.segment:
+            widget.segment_scope.setCurrentText("whole volume")
+        names = _names(viewer)
+        worker = start()
+        finished = []
+        worker.finished.connect(lambda: finished.append(time.perf_counter()))
+        qtbot.waitUntil(lambda: widget.progress.value() >= 4, timeout=20000)
+        t0 = time.perf_counter()
+        widget.cancel()
+        qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+        wait_idle(qtbot, widget, 5000)
+        stop_s = finished[0] - t0
+        print(f"\n{start.__name__}: worker stopped {1000 * stop_s:.0f} ms after Cancel")
+        assert stop_s < 1.0, f"{start.__name__}: the worker took {stop_s:.2f} s to stop"
+        assert _names(viewer) == names and widget.progress_label.text() == "cancelled"
+    assert not [m for sev, m in notes if "ERROR" in sev.upper()]
+    assert widget._config().batch_size <= 4  # 64 ms per 512x512 image: about 0.25 s per batch
 
 
 def test_cancel_with_keep_partial_keeps_a_partial_layer(qtbot, viewer_widget, slow_model):
@@ -195,9 +262,23 @@ def test_cancel_with_keep_partial_keeps_a_partial_layer(qtbot, viewer_widget, sl
     wait_idle(qtbot, widget, 5000)
     partial = viewer.layers[L.PDCR_MAP + " (partial)"]
     assert _names(viewer) == names + [partial.name]
-    assert np.isfinite(partial.data[Z]).any() and np.isnan(partial.data[Z]).any()
     assert "partial" in partial.metadata["seg_explain"]["status"]
     assert L.PDCR_MAP not in viewer.layers
+    # block by block: estimated blocks are numbers (0 = irrelevant), blocks not yet estimated are NaN, like the
+    # RoI and the blocks touching it
+    from napari_seg_explain.core.rois import blocks_touching
+
+    plane = partial.data[Z]
+    roi = np.zeros(plane.shape, bool)
+    roi[8:24, 8:24] = True
+    touching = blocks_touching(roi, 8)
+    blocks = plane.reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(8, 8, 64)
+    finite = np.isfinite(blocks)
+    assert (finite.all(axis=-1) | ~finite.any(axis=-1)).all()  # each block all NaN or all estimated
+    estimated = finite.all(axis=-1)
+    assert not estimated[touching].any()
+    assert estimated[~touching].any(), "no block was estimated before Cancel"
+    assert not estimated[~touching].all(), "blocks not yet estimated must be NaN in the partial map"
 
 
 def test_errors_in_the_inputs_are_notifications(qtbot, viewer_widget, cue_model_file, notes):
@@ -230,7 +311,7 @@ def test_keyboard_shortcuts_run_and_cancel(qtbot, make_napari_viewer, slow_model
     _configure_pdcr(widget, n=50, screen=1, batch=1)
     assert widget.shortcut_run.key().toString() == "Ctrl+Return"
     assert not widget.shortcut_cancel.isEnabled()
-    win = viewer.window._qt_window
+    win = widget.window()
     win.activateWindow()
     qtbot.waitUntil(win.isActiveWindow, timeout=3000)
     widget.n_draws.setFocus()
@@ -271,17 +352,17 @@ def test_2d_image_with_ellipse_polygon_and_labels_rois(qtbot, make_napari_viewer
     assert viewer.layers[L.PDCR_ROI].shape_type == ["polygon"]
     assert any("crops of the explained image itself" in w for w in expl.warnings)
 
-    # the selected shape wins over the newest one
-    shapes.add(np.array([[30, 30], [30, 40], [40, 35]], float), shape_type="polygon")
+    # the selected shape wins over the newest one (a triangle on the segmented right part of the object)
+    shapes.add(np.array([[9, 17], [9, 23], [15, 23]], float), shape_type="polygon")
     shapes.selected_data = {1}
     widget.run()
     wait_idle(qtbot, widget)
     roi = widget.results["pdcr"][0].roi
-    assert roi[34, 35] and not roi[16, 16]
+    assert roi[10, 21] and not roi[16, 16] and not roi[14, 18]
 
     # a Labels layer: its non-zero pixels
     lab = np.zeros((64, 64), np.uint8)
-    lab[40:48, 16:32] = 3
+    lab[10:20, 14:24] = 3  # on the segmented part of the object
     viewer.add_labels(lab, name="painted RoI")
     widget._refresh_layer_combos()
     widget.roi_combo.setCurrentText("painted RoI")
@@ -310,13 +391,17 @@ def test_rgb_layer_with_a_grayscale_model_is_a_notification(qtbot, make_napari_v
 # -------------------------------------------------------------------------------------- MiSuRe
 def test_misure_layers(qtbot, viewer_widget, cue_model_file, tmp_path):
     viewer, widget, image = viewer_widget
+    before = image.data.copy()
     _load(qtbot, widget, cue_model_file)
     widget._refresh_layer_combos()
+    assert widget.gt_combo.isEnabled()
     widget.method.setCurrentIndex(1)
+    assert not widget.gt_combo.isEnabled()  # MiSuRe does not use a ground truth
     widget.roi_combo.setCurrentText("(none: whole image, MiSuRe only)")
     widget.iterations.setValue(5)
     widget.run()
     wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(image.data, before)
     sal = viewer.layers[L.MISURE_SALIENCY]
     region = viewer.layers[L.MISURE_REGION]
     assert sal.data.shape == region.data.shape == image.data.shape
@@ -332,6 +417,182 @@ def test_misure_layers(qtbot, viewer_widget, cue_model_file, tmp_path):
     names = {lay.name for lay in widget.open_results(tmp_path / "m")}
     assert names == {L.MISURE_SALIENCY, L.MISURE_REGION}
     np.testing.assert_array_equal(viewer.layers[L.MISURE_REGION].data, region.data)
+
+
+def test_pool_choices_leave_out_result_layers_and_name_the_excluded_slices(qtbot, viewer_widget, cue_model_file,
+                                                                            notes):
+    viewer, widget, image = viewer_widget
+    _load(qtbot, widget, cue_model_file)
+    widget.method.setCurrentIndex(1)  # MiSuRe adds an image layer of its own: the saliency
+    widget.roi_combo.setCurrentText("(none: whole image, MiSuRe only)")
+    widget.iterations.setValue(3)
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert L.MISURE_SALIENCY in viewer.layers
+    add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
+    widget._refresh_layer_combos()
+    _configure_pdcr(widget, pool="Other open image layers")
+    assert widget.run() is None  # the result layers are no perturbation pool
+    assert any("no other image layer" in m for _, m in notes)
+    # nor is a map kept on Cancel (named like one, whatever its metadata)
+    viewer.add_image(np.ones((64, 64), np.float32), name=L.PDCR_MAP + " (partial)")
+    viewer.add_image(np.random.default_rng(0).uniform(size=(64, 64)).astype(np.float32), name="other scan")
+    widget._refresh_layer_combos()
+    assert widget.image_combo.currentText() == "cue volume"
+    assert widget.image_combo.findText(L.MISURE_SALIENCY) == -1
+    req, _, _ = widget.gather()
+    assert req.pool.description == "image layers 'other scan'" and len(req.pool.planes()) == 1
+
+    # the volume pool's entry names the 'Pool exclude ±' value
+    widget.exclude.setValue(3)
+    assert widget.pool_combo.itemText(0) == "Other slices of this volume (±3 excluded)"
+    widget.pool_combo.setCurrentIndex(0)
+    req, _, _ = widget.gather()
+    assert req.pool.kind == "volume" and req.pool.exclude == 3 and "±3" in req.pool.description
+    assert len(req.pool.planes()) == image.data.shape[0] - 7  # slices Z-3 .. Z+3 left out
+
+
+def test_result_layers_follow_a_rotated_sheared_image(qtbot, make_napari_viewer, cue_model_file):
+    """Every result layer has the image layer's whole data-to-world transform (rotate, shear, affine)."""
+    import known_models as km
+
+    from napari_seg_explain.napari.widgets import SegExplainWidget
+
+    viewer = make_napari_viewer()
+    extra = np.eye(3)
+    extra[0, 2] = 7.0  # an extra affine (a shift) on top of scale/rotate/shear/translate
+    transform = {"rotate": 30, "shear": [0.2], "scale": (1.5, 1.0), "translate": (5.0, 5.0), "affine": extra}
+    image = viewer.add_image(km.cue_scene()["image"][0].copy(), name="rotated", **transform)
+    widget = SegExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    _load(qtbot, widget, cue_model_file)
+    roi = viewer.add_shapes([np.array([[8, 8], [8, 24], [24, 24], [24, 8]], float) - 0.5], shape_type="rectangle",
+                            name="RoI", **transform)
+    _configure_pdcr(widget)
+    widget.segment()
+    wait_idle(qtbot, widget)
+    widget.run()
+    wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(widget.results["pdcr"][0].roi[8:24, 8:24], True)
+    widget.method.setCurrentIndex(1)
+    widget.iterations.setValue(3)
+    widget.run()
+    wait_idle(qtbot, widget)
+    names = [L.PDCR_MAP, L.PDCR_ROI, L.MISURE_SALIENCY, L.MISURE_REGION, L.MISURE_ROI, "cue-model segmentation"]
+    for name in names:
+        layer = viewer.layers[name]
+        for pixel in [(0.0, 0.0), (10.0, 20.0), (63.0, 5.0)]:
+            np.testing.assert_allclose(layer.data_to_world(pixel), image.data_to_world(pixel), atol=1e-9,
+                                       err_msg=name)
+    # the RoI outline lies where the RoI was drawn; 'Draw RoI' makes a layer on the image's frame
+    np.testing.assert_allclose(viewer.layers[L.PDCR_ROI].data[0], roi.data[0])
+    drawn = widget.new_roi_layer()
+    np.testing.assert_allclose(drawn.data_to_world((10.0, 20.0)), image.data_to_world((10.0, 20.0)), atol=1e-9)
+
+
+def test_the_explained_plane_must_be_the_one_shown(qtbot, viewer_widget, cue_model_file, notes):
+    """3-D view or another axis order: Run and Segment (current slice) refuse with advice, not axis-0 slice z."""
+    viewer, widget, image = viewer_widget
+    _load(qtbot, widget, cue_model_file)
+    add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
+    widget._refresh_layer_combos()
+    _configure_pdcr(widget)
+    widget.segment_scope.setCurrentText("current slice")
+
+    def refusals():
+        return sum("switch to 2-D axial view" in m for sev, m in notes if "ERROR" in sev.upper())
+
+    viewer.dims.ndisplay = 3
+    assert widget.run() is None and widget.segment() is None
+    assert refusals() == 2 and "switch to 2-D axial view" in widget.slice_label.text()
+    assert "in 3-D" in notes[-1][1]
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (1, 0, 2)  # a coronal reslice of the volume is shown
+    assert widget.run() is None and widget.segment() is None
+    assert refusals() == 4 and "axis 0" in notes[-1][1]
+    assert "switch to 2-D axial view" in widget.slice_label.text()
+    assert not widget.busy and L.PDCR_MAP + " (running)" not in viewer.layers
+    # the whole volume does not depend on the view
+    widget.segment_scope.setCurrentText("whole volume")
+    assert widget.segment() is not None
+    wait_idle(qtbot, widget)
+    viewer.dims.order = (0, 1, 2)
+    assert "axial slice 4" in widget.slice_label.text()
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert "pdcr" in widget.results and refusals() == 4
+
+
+def test_results_scroll_into_view_with_the_map_colorbar(qtbot, make_napari_viewer, cue_model_file):
+    from qtpy.QtCore import QPoint
+
+    from napari_seg_explain.napari.widgets import SegExplainWidget
+
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(cue_volume(), name="cue volume", scale=SCALE, translate=TRANSLATE)
+    viewer.dims.set_current_step(0, Z)
+    widget = SegExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    widget.window().resize(1100, 620)
+    _load(qtbot, widget, cue_model_file)
+    add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
+    widget._refresh_layer_combos()
+    _configure_pdcr(widget)
+    scroll, panel = widget.scroll_area, widget.stats_panel
+    bar = scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=3000)  # the dock is taller than its window
+    bar.setValue(0)
+
+    def panel_in_view() -> bool:
+        top = panel.mapTo(scroll.viewport(), QPoint(0, 0)).y()
+        return top >= 0 and top + panel.height() <= scroll.viewport().height()
+
+    assert not panel_in_view()
+    widget.run()
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(panel_in_view, timeout=3000)
+    assert "M0" in panel.text()
+    amap = viewer.layers[L.PDCR_MAP]
+    assert not amap.colorbar.visible, "the canvas colour bar is opt-in (its first draw stalls the viewer)"
+    widget.canvas_colorbar.setChecked(True)
+    assert amap.colorbar.visible  # the map's colour scale in the canvas
+    assert viewer.layers[L.PDCR_ROI].visible
+
+
+def test_drawing_mode_ends_once_a_roi_is_drawn(qtbot, viewer_widget):
+    """A rectangle drawn with the mouse ends the RoI layer's drawing mode: a stray drag adds no second shape."""
+    from dataclasses import dataclass, field
+
+    import wrapt
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
+    viewer, widget, image = viewer_widget
+    roi = widget.new_roi_layer()
+    assert roi.mode == "add_rectangle" and widget.roi_combo.currentText() == roi.name
+
+    @dataclass
+    class Mouse:  # what napari's shape drawing reads of a vispy mouse event
+        type: str
+        position: tuple
+        is_dragging: bool = False
+        modifiers: list = field(default_factory=list)
+        handled: bool = False
+
+    def drag(y0, x0, y1, x1):
+        start, end = image.data_to_world((Z, y0, x0)), image.data_to_world((Z, y1, x1))
+        mouse_press_callbacks(roi, wrapt.ObjectProxy(Mouse("mouse_press", start)))
+        for t in (0.5, 1.0):
+            pos = tuple(np.asarray(start) + t * (np.asarray(end) - np.asarray(start)))
+            mouse_move_callbacks(roi, wrapt.ObjectProxy(Mouse("mouse_move", pos, is_dragging=True)))
+            qtbot.wait(5)
+        mouse_release_callbacks(roi, wrapt.ObjectProxy(Mouse("mouse_release", end)))
+
+    drag(8, 8, 24, 24)  # the drawing mode lasts until the mouse is released
+    assert len(roi.data) == 1 and roi.shape_type == ["rectangle"]
+    qtbot.waitUntil(lambda: roi.mode == "pan_zoom", timeout=2000)
+    np.testing.assert_allclose(roi.data[0][:, 1:].min(axis=0), [8, 8])
+    drag(30, 30, 40, 40)  # a stray drag later
+    assert len(roi.data) == 1
 
 
 # ---------------------------------------------------------------------------------- save / open
@@ -389,7 +650,8 @@ def test_save_nifti_with_the_scan_geometry(qtbot, viewer_widget, cue_model_file,
 def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(qtbot, make_napari_viewer, tmp_path):
     """The real job on the sample: load the model named by the scan, RoI on white matter, PdCR with small N.
 
-    Measures the longest gap between 10 ms timer ticks while the worker runs (report; goal < 100 ms).
+    Measures the gaps between 10 ms timer ticks from the click until the results are shown: the longest
+    (goal 100 ms, bound 250 ms) and the median (< 40 ms).
     """
     from napari.layers import Layer
     from qtpy.QtCore import QTimer
@@ -436,11 +698,13 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
     stamps = np.array([t_start, *during, t_end])
     gaps = np.diff(stamps)
     longest_ms = 1000 * float(gaps.max())
+    median_ms = 1000 * float(np.median(gaps))
     at = 1000 * (stamps[int(np.argmax(gaps))] - t_start)
     print(f"\nPdCR on the sample (N=4, S=1): {t_end - t_start:.1f} s, {len(during)} ticks, "
           f"longest event-loop gap {longest_ms:.0f} ms (starting {at:.0f} ms after the click), "
-          f"2nd longest {1000 * np.sort(gaps)[-2]:.0f} ms")
-    assert longest_ms < 250
+          f"2nd longest {1000 * np.sort(gaps)[-2]:.0f} ms, median {median_ms:.1f} ms")
+    assert longest_ms < 250  # goal: 100 ms (software OpenGL, 2 CPU cores)
+    assert median_ms < 40  # the 10 ms timer keeps ticking while the model runs
 
     expl = widget.results["pdcr"][0]
     assert expl.stats["n_blocks"] > 150 and np.isfinite(expl.map).any()

@@ -21,7 +21,7 @@ import pytest
 
 from napari_seg_explain.core.errors import ImageReadError, UserError
 from napari_seg_explain.napari.geometry import ObliqueAffineWarning, layer_to_file_index
-from napari_seg_explain.napari.reader import get_reader, read_layers
+from napari_seg_explain.napari.reader import get_reader, has_few_values, is_label_name, read_layers
 from napari_seg_explain.napari.writer import write_layer
 
 PLUGIN = "napari-seg-explain"
@@ -73,6 +73,13 @@ def _ras_layer(vol: np.ndarray) -> np.ndarray:
 
 def _open(viewer, path):
     return viewer.open(str(path), plugin=PLUGIN)
+
+
+def _kind(layer) -> str:
+    """'labels' or 'image' (public layer classes, no private attributes)."""
+    from napari.layers import Image, Labels
+
+    return "labels" if isinstance(layer, Labels) else "image" if isinstance(layer, Image) else type(layer).__name__
 
 
 def _corners(shape, affine) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -144,7 +151,7 @@ def test_nifti_volume_opens_axial_with_geometry(make_napari_viewer, tmp_path):
     path = _nifti(tmp_path / "scan.nii.gz", vol)  # RAS: shown reoriented to P, L, S
     viewer = make_napari_viewer()
     (layer,) = _open(viewer, path)
-    assert layer._type_string == "image" and layer.name == "scan"
+    assert _kind(layer) == "image" and layer.name == "scan"
     assert layer.data.shape == (4, 5, 6)  # (slices S, rows P, cols L)
     np.testing.assert_array_equal(layer.data, _ras_layer(vol))
     for z in range(4):  # row 0 is the file's most anterior j, column 0 its rightmost i
@@ -246,9 +253,43 @@ def test_label_files_open_as_labels(make_napari_viewer, tmp_path, name, dtype, k
     path = _nifti(tmp_path / name, data)
     viewer = make_napari_viewer()
     (layer,) = _open(viewer, path)
-    assert layer._type_string == kind
+    assert _kind(layer) == kind
     np.testing.assert_allclose(layer.scale, (3.0, 1.5, 2.0))
     np.testing.assert_allclose(layer.data, _ras_layer(data))
+
+
+@pytest.mark.parametrize("name,dtype,kind", [
+    ("sub-01_T1w_masked.nii.gz", np.int16, "image"),     # 'masked' is not the token 'mask'
+    ("ct_pre_segmentation.nii.gz", np.int16, "image"),   # label word, but a CT: hundreds of values
+    ("mni152_wm_label.nii.gz", np.uint8, "labels"),
+    ("sub-01_desc-aseg_dseg.nii.gz", np.int32, "labels"),  # FreeSurfer-like label values
+])
+def test_label_words_are_whole_name_tokens_and_labels_have_few_values(make_napari_viewer, tmp_path, name, dtype,
+                                                                      kind):
+    rng = np.random.default_rng(5)
+    shape = (16, 18, 12)
+    if kind == "image":  # an integer scan (CT in HU / MR intensities)
+        data = rng.integers(-1000, 2000, size=shape).astype(dtype)
+    elif dtype == np.int32:
+        data = rng.choice(np.array([0, 2, 4, 41, 43, 1035, 2035]), size=shape).astype(dtype)
+    else:
+        data = (rng.uniform(size=shape) > 0.6).astype(dtype)
+    path = _nifti(tmp_path / name, data)
+    viewer = make_napari_viewer()
+    (layer,) = _open(viewer, path)
+    assert _kind(layer) == kind
+    np.testing.assert_array_equal(layer.data, _ras_layer(data))
+
+
+def test_label_name_tokens_and_value_counts():
+    assert not is_label_name("sub-01_T1w_masked.nii.gz") and not is_label_name("segmental.nii")
+    assert all(is_label_name(n) for n in ("ct_pre_segmentation.nii.gz", "mni152_wm_label.nii.gz", "brain-MASK.nrrd",
+                                          "aparc+aseg.nii", "case 3 gt.png", "labels.tif"))
+    ramp = np.arange(-1000, 2000, dtype=np.int16)
+    assert not has_few_values(ramp) and has_few_values(ramp[:256]) and not has_few_values(ramp[:257])
+    assert has_few_values(np.zeros((4, 4), np.uint8)) and not has_few_values(np.zeros(3, np.float32))
+    wide = np.repeat(np.array([0, 7, 10**9], np.int64), 5)  # few values over a wide range
+    assert has_few_values(wide) and not has_few_values(np.arange(300, dtype=np.int64) * 10**7)
 
 
 def _itk_ras_affine(img) -> np.ndarray:
@@ -429,7 +470,7 @@ def test_writer_labels_layer_and_missing_extension(make_napari_viewer, tmp_path)
     path = _nifti(tmp_path / "mask.nii.gz", mask)
     viewer = make_napari_viewer()
     (labels,) = _open(viewer, path)
-    assert labels._type_string == "labels"
+    assert _kind(labels) == "labels"
     labels.data[0, 0, 0] = 2  # the user painted
     viewer.layers.selection = {labels}
     written = viewer.layers.save(str(tmp_path / "edited_mask"), selected=True, plugin=PLUGIN)
@@ -468,7 +509,7 @@ def test_samples_open(make_napari_viewer, key, kind, shape):
         warnings.simplefilter("error", ObliqueAffineWarning)
         viewer.open_sample(PLUGIN, key)
     (layer,) = viewer.layers
-    assert layer._type_string == kind and layer.data.shape == shape
+    assert _kind(layer) == kind and layer.data.shape == shape
     meta = layer.metadata["seg_explain"]
     assert META_KEYS <= meta.keys()
     if key != "sample_label":

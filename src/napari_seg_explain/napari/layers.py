@@ -3,7 +3,8 @@
 Layer contract (shared with the reader): a volume layer is ``(slices, rows, cols)`` and napari slices it
 along axis 0, so the explained 2-D plane of a volume is ``layer.data[z]``; 2-D layers are ``(rows, cols)``;
 RGB layers ``(rows, cols, 3)``. A map of one slice is placed at ``z`` of a volume-shaped array (NaN, or 0
-for masks, elsewhere) and carries the source layer's ``scale``, ``translate``, ``axis_labels`` and ``units``.
+for masks, elsewhere) and carries the source layer's ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``
+(its whole data-to-world transform), ``axis_labels`` and ``units``.
 
 Colour conventions (DESIGN.md): the PdCR map is shown with a diverging colormap, red = negative ATE (the
 block supports the RoI segmentation), blue = positive (it works against it), transparent at exactly 0
@@ -38,7 +39,50 @@ MISURE_SALIENCY = "MiSuRe saliency"
 MISURE_REGION = "MiSuRe sufficient region"
 MISURE_ROI = "MiSuRe RoI"
 RESULT_NAMES = (PDCR_MAP, PDCR_ROI, MISURE_SALIENCY, MISURE_REGION, MISURE_ROI)
+STREAM_SUFFIX = " (running)"  # the PdCR map while it streams in
+PARTIAL_SUFFIX = " (partial)"  # the PdCR map kept on Cancel
 ROI_COLOR = "lime"
+TRANSFORM_KEYS = ("scale", "translate", "rotate", "shear", "affine")
+
+
+def result_kind(layer: Any) -> str | None:
+    """``metadata['seg_explain']['result']`` of a layer the plugin made (``"pdcr_map"``, ``"segmentation"``,
+    ...), else None."""
+    meta = getattr(layer, "metadata", None)
+    seg = meta.get("seg_explain") if isinstance(meta, dict) else None
+    kind = seg.get("result") if isinstance(seg, dict) else None
+    return str(kind) if kind else None
+
+
+def is_result_layer(layer: Any) -> bool:
+    """True for the plugin's own output layers: ``metadata['seg_explain']['result']`` is set, or the layer has
+    a result layer's name (also with the ' (running)' / ' (partial)' suffix)."""
+    if result_kind(layer) is not None:
+        return True
+    name = str(getattr(layer, "name", ""))
+    for suffix in (STREAM_SUFFIX, PARTIAL_SUFFIX):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name in RESULT_NAMES
+
+
+def _matrix(m: Any) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(m, dtype=float))
+
+
+def layer_transform(layer: Any) -> dict[str, Any]:
+    """A layer's whole data-to-world transform as layer keyword arguments (``scale``, ``translate``,
+    ``rotate``, ``shear``, ``affine``): a layer made with them maps every data position where ``layer`` does."""
+    return {"scale": tuple(float(s) for s in layer.scale), "translate": tuple(float(t) for t in layer.translate),
+            "rotate": np.array(layer.rotate, dtype=float), "shear": tuple(float(v) for v in np.ravel(layer.shear)),
+            "affine": np.array(layer.affine.affine_matrix, dtype=float)}
+
+
+def set_transform(layer: Any, transform: dict[str, Any]) -> None:
+    """Give ``layer`` the transform in ``transform`` (keys of :data:`TRANSFORM_KEYS`; missing keys are left)."""
+    for key in TRANSFORM_KEYS:
+        if transform.get(key) is not None:
+            setattr(layer, key, transform[key])
 
 # the PdCR colormap: colour stops at fractions of the contrast range (-L .. +L). The centre band is fully
 # transparent (its half-width is small enough that any |ATE| above 0.2 % of L is coloured); weak effects
@@ -104,6 +148,11 @@ class SliceGeometry:
     units: tuple[str, ...] | None = None
     source_layer: str = ""
     source_metadata: dict[str, Any] = field(default_factory=dict)
+    # the rest of the source layer's data-to-world transform (napari's rotate matrix, shear values and
+    # extra affine matrix); None: napari's defaults (identity)
+    rotate: tuple[tuple[float, ...], ...] | None = None
+    shear: tuple[float, ...] | None = None
+    affine: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.shape) not in (2, 3):
@@ -124,10 +173,17 @@ class SliceGeometry:
         labels = tuple(str(a) for a in getattr(layer, "axis_labels", ())) or None
         units = tuple(str(u) for u in getattr(layer, "units", ())) or None
         meta = layer.metadata.get("seg_explain") if isinstance(layer.metadata, dict) else None
+        tf = layer_transform(layer)
         return cls(shape=shape, slice_index=int(slice_index) if ndim == 3 else None,
-                   scale=tuple(float(s) for s in layer.scale), translate=tuple(float(t) for t in layer.translate),
-                   axis_labels=labels, units=units, source_layer=layer.name,
-                   source_metadata=dict(meta) if isinstance(meta, dict) else {})
+                   scale=tf["scale"], translate=tf["translate"], axis_labels=labels, units=units,
+                   source_layer=layer.name, source_metadata=dict(meta) if isinstance(meta, dict) else {},
+                   rotate=_matrix(tf["rotate"]), shear=tf["shear"], affine=_matrix(tf["affine"]))
+
+    @staticmethod
+    def plane_shape_of(layer: "Layer") -> tuple[int, int]:
+        """``(rows, cols)`` of a layer's 2-D plane (an RGB layer's colour axis excluded)."""
+        shape = layer.data.shape[-3:-1] if getattr(layer, "rgb", False) else layer.data.shape[-2:]
+        return (int(shape[0]), int(shape[1]))
 
     @property
     def is_volume(self) -> bool:
@@ -150,11 +206,12 @@ class SliceGeometry:
         return out
 
     def layer_kwargs(self) -> dict[str, Any]:
+        """``scale``, ``translate``, ``rotate``, ``shear``, ``affine``, ``axis_labels``, ``units`` (those known)."""
         kw: dict[str, Any] = {}
-        if self.scale is not None:
-            kw["scale"] = self.scale
-        if self.translate is not None:
-            kw["translate"] = self.translate
+        for key in TRANSFORM_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                kw[key] = np.array(value, dtype=float) if key in ("rotate", "affine") else value
         if self.axis_labels is not None:
             kw["axis_labels"] = self.axis_labels
         if self.units is not None:
@@ -165,16 +222,19 @@ class SliceGeometry:
         from ..core.results import _jsonable
 
         return _jsonable({"shape": list(self.shape), "slice_index": self.slice_index, "scale": self.scale,
-                          "translate": self.translate, "axis_labels": self.axis_labels, "units": self.units,
+                          "translate": self.translate, "rotate": self.rotate, "shear": self.shear,
+                          "affine": self.affine, "axis_labels": self.axis_labels, "units": self.units,
                           "source_layer": self.source_layer, "source_metadata": self.source_metadata})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SliceGeometry":
         tup = lambda v: tuple(v) if v is not None else None  # noqa: E731
+        mat = lambda v: _matrix(v) if v is not None else None  # noqa: E731
         return cls(shape=tuple(int(s) for s in d["shape"]), slice_index=d.get("slice_index"),
                    scale=tup(d.get("scale")), translate=tup(d.get("translate")), axis_labels=tup(d.get("axis_labels")),
                    units=tup(d.get("units")), source_layer=d.get("source_layer", ""),
-                   source_metadata=dict(d.get("source_metadata") or {}))
+                   source_metadata=dict(d.get("source_metadata") or {}), rotate=mat(d.get("rotate")),
+                   shear=tup(d.get("shear")), affine=mat(d.get("affine")))
 
 
 def result_metadata(geom: SliceGeometry, result: str, explanation: dict[str, Any] | None) -> dict[str, Any]:
@@ -289,14 +349,29 @@ def layer_kind(layer: Any) -> str:
     return "other"
 
 
-_STYLE_KEYS = ("scale", "translate", "axis_labels", "units", "metadata", "colormap", "contrast_limits", "blending",
-               "opacity", "interpolation2d")
+#: result layers that show their colorbar in the canvas when they are created (napari >= 0.6 image layers)
+COLORBAR_RESULTS = ("pdcr_map", "misure_saliency")
 
 
-def add_or_update(viewer: "napari.Viewer", layer_data: LayerDataTuple) -> "Layer":
+def show_colorbar(layer: "Layer") -> bool:
+    """Show the colorbar of a new PdCR map / MiSuRe saliency layer in the canvas (napari's layer colorbar
+    overlay, top right); later updates leave it as the user set it. Returns whether it is shown."""
+    bar = getattr(layer, "colorbar", None)
+    if bar is None or result_kind(layer) not in COLORBAR_RESULTS:
+        return False
+    bar.visible = True
+    return True
+
+
+_STYLE_KEYS = ("axis_labels", "units", "metadata", "colormap", "contrast_limits", "blending", "opacity",
+               "interpolation2d")
+
+
+def add_or_update(viewer: "napari.Viewer", layer_data: LayerDataTuple, colorbar: bool = True) -> "Layer":
     """Add a layer, or, if one of that name and type exists, replace its data and style in place.
 
-    Keeps the user's active layer selected (adding a layer would otherwise select the new one).
+    Keeps the user's active layer selected (adding a layer would otherwise select the new one). A new PdCR map
+    or MiSuRe saliency layer shows its colorbar when ``colorbar`` (see :func:`show_colorbar`).
     """
     from napari.layers import Layer
 
@@ -309,17 +384,16 @@ def add_or_update(viewer: "napari.Viewer", layer_data: LayerDataTuple) -> "Layer
         same_kind = layer_kind(old) == layer_type and old.ndim == new_ndim
         if same_kind and layer_type in ("image", "labels") and old.data.shape == np.shape(data) \
                 and not getattr(old, "rgb", False):
-            for key in ("scale", "translate"):
-                if key in kwargs:
-                    setattr(old, key, kwargs[key])
+            set_transform(old, kwargs)
             old.data = data
-            for key in _STYLE_KEYS[2:]:
+            for key in _STYLE_KEYS:
                 if key in kwargs:
                     setattr(old, key, kwargs[key])
             old.refresh()
             return old
         if same_kind and layer_type == "shapes":
-            for key in ("scale", "translate", "metadata", "opacity"):
+            set_transform(old, kwargs)
+            for key in ("metadata", "opacity"):
                 if key in kwargs:
                     setattr(old, key, kwargs[key])
             old.data = []
@@ -330,9 +404,14 @@ def add_or_update(viewer: "napari.Viewer", layer_data: LayerDataTuple) -> "Layer
         index = viewer.layers.index(old)
         viewer.layers.remove(old)
         layer = Layer.create(data, kwargs, layer_type)
+        if colorbar:
+            show_colorbar(layer)
         viewer.layers.insert(index, layer)
     else:
-        layer = viewer.add_layer(Layer.create(data, kwargs, layer_type))
+        layer = Layer.create(data, kwargs, layer_type)
+        if colorbar:
+            show_colorbar(layer)
+        layer = viewer.add_layer(layer)
     if active is not None and active in viewer.layers:
         viewer.layers.selection.active = active
     return layer

@@ -13,9 +13,12 @@ Layers follow the contract in :mod:`napari_seg_explain.napari.geometry`:
 * a multi-contrast file (a 4-D NIfTI with C > 1 volumes) opens as **one image layer per contrast**, named
   ``"<stem> [<channel name>]"`` (the channel name is the volume index for NIfTI: ``"t1_t2 [0]"``,
   ``"t1_t2 [1]"``), all with the same geometry;
-* a file whose name contains ``label``, ``mask`` or ``seg`` (any case) and that holds integer values opens
-  as a Labels layer; anything else as a gray Image layer with contrast limits at the 0.5 and 99.5
-  percentiles;
+* a file opens as a Labels layer when its name has a label word as a whole token (the name split at
+  ``_ - . +`` and spaces, any case: ``label(s)``, ``mask(s)``, ``seg``, ``segmentation``, ``dseg``, ``aseg``,
+  ``gt``, ...: ``brain_mask.nii.gz``, ``sub-01_dseg.nii.gz``, ``Tumour-SEG.nii``, but not
+  ``sub-01_T1w_masked.nii.gz``) **and** it holds integers (or whole-number floats) with at most 256
+  distinct values (a CT named ``ct_pre_segmentation.nii.gz`` stays an image); anything else opens as a gray
+  Image layer with contrast limits at the 0.5 and 99.5 percentiles;
 * every layer carries ``metadata["seg_explain"]`` (:func:`~.geometry.seg_explain_metadata`);
 * an oblique affine gives an :class:`~.geometry.ObliqueAffineWarning` (napari shows it as a notification).
 
@@ -47,14 +50,21 @@ from .geometry import (
     seg_explain_metadata,
 )
 
-__all__ = ["get_reader", "read_layers", "EXTENSIONS", "is_label_name"]
+__all__ = ["get_reader", "read_layers", "EXTENSIONS", "is_label_name", "has_few_values"]
 
 LayerData = tuple[Any, dict[str, Any], str]
 
 #: file name endings the reader claims (lower case); folders are claimed when they hold DICOM files
 EXTENSIONS = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp",
               ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-_LABEL_WORDS = re.compile(r"label|mask|seg", re.IGNORECASE)
+#: whole name tokens that say a file holds labels (BIDS ``dseg``, FreeSurfer ``aseg``, ground truth ``gt``, ...)
+LABEL_TOKENS = frozenset({"label", "labels", "labelmap", "lbl", "mask", "masks", "seg", "segs", "segmentation",
+                          "segmentations", "dseg", "aseg", "gt", "groundtruth", "annotation", "annotations"})
+_TOKEN_SPLIT = re.compile(r"[^0-9a-zA-Z]+")
+#: a Labels layer holds at most this many distinct values (an integer scan has many more)
+MAX_LABEL_VALUES = 256
+_MAX_SAMPLE = 1_000_000
+_CHUNK = 4_000_000
 _NIFTI_UNITS = {"mm": "mm", "micron": "micrometer", "meter": "m"}
 _MAX_PERCENTILE_SAMPLES = 2_000_000
 _DICOM_PROBE_FILES = 64
@@ -110,8 +120,47 @@ def read_layers(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[L
 
 
 def is_label_name(path: str | os.PathLike) -> bool:
-    """True when the file (or folder) name says it holds labels: ``label``, ``mask`` or ``seg``."""
-    return bool(_LABEL_WORDS.search(Path(path).name))
+    """True when a whole token of the file (or folder) name is a label word (:data:`LABEL_TOKENS`).
+
+    The name is split at every character that is not a letter or digit: ``brain_mask.nii.gz`` and
+    ``sub-01_desc-aseg_dseg.nii.gz`` say labels, ``sub-01_T1w_masked.nii.gz`` and ``segmental.nii`` do not.
+    """
+    return any(tok.lower() in LABEL_TOKENS for tok in _TOKEN_SPLIT.split(Path(path).name))
+
+
+def has_few_values(data: np.ndarray, limit: int = MAX_LABEL_VALUES) -> bool:
+    """True when integer ``data`` holds at most ``limit`` distinct values.
+
+    Cheap for scans: a strided sample of at most a million values is checked first (an integer CT or MR
+    scan has hundreds of distinct values in any sample); only data that passes is counted in full, in
+    chunks, with ``bincount`` when the value range is small (8/16-bit labels) and ``unique`` otherwise.
+    """
+    if data.dtype.kind == "b" or (data.dtype.kind in "iu" and data.dtype.itemsize == 1 and limit >= 256):
+        return True
+    if data.dtype.kind not in "iu":
+        return False
+    flat = data.reshape(-1)
+    if flat.size == 0:
+        return True
+    step = max(1, flat.size // _MAX_SAMPLE)
+    if np.unique(flat[::step]).size > limit:
+        return False
+    lo, hi = int(flat.min()), int(flat.max())
+    seen: np.ndarray | None = None
+    if hi - lo < 1 << 20:
+        counts = np.zeros(hi - lo + 1, dtype=np.int64)
+        for start in range(0, flat.size, _CHUNK):
+            chunk = flat[start:start + _CHUNK].astype(np.int64) - lo
+            counts[: int(chunk.max()) + 1] += np.bincount(chunk)
+            if np.count_nonzero(counts) > limit:
+                return False
+        return True
+    for start in range(0, flat.size, _CHUNK):
+        u = np.unique(flat[start:start + _CHUNK])
+        seen = u if seen is None else np.union1d(seen, u)
+        if seen.size > limit:
+            return False
+    return True
 
 
 def _stem(p: Path) -> str:
@@ -186,15 +235,21 @@ def _units(img: Any) -> str:
 
 
 def _as_label_array(data: np.ndarray) -> np.ndarray | None:
-    """Integer data as is; float data holding only whole numbers as int32; anything else None."""
-    if data.dtype.kind in "iu":
-        return data
+    """Label data: integers with few distinct values (:func:`has_few_values`) as they are, booleans as uint8,
+    float data holding only whole numbers (and few of them) as int32; anything else (a scan) None."""
     if data.dtype.kind == "b":
         return data.astype(np.uint8)
+    if data.dtype.kind in "iu":
+        return data if has_few_values(data) else None
     if data.dtype.kind == "f" and data.size and np.isfinite(data).all():
+        step = max(1, data.size // _MAX_SAMPLE)
+        sample = data.reshape(-1)[::step]
+        if not np.array_equal(np.rint(sample), sample) or np.unique(sample).size > MAX_LABEL_VALUES:
+            return None  # cheap rejection of real-valued maps and scans
         rounded = np.rint(data)
         if np.array_equal(rounded, data) and np.abs(rounded).max() < 2**31:
-            return rounded.astype(np.int32)
+            labels = rounded.astype(np.int32)
+            return labels if has_few_values(labels) else None
     return None
 
 

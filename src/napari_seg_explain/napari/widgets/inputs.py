@@ -4,7 +4,9 @@ Runs in the GUI thread (fast: copies and rasterisation only); never modifies a l
 user can fix raises :class:`~napari_seg_explain.core.errors.UserError` with a message saying what to do.
 
 Coordinates: a volume layer is ``(slices, rows, cols)``; its explained plane is ``layer.data[z]`` with
-``z`` the slice the viewer shows (``layer.world_to_data(viewer.dims.point)[0]``). Shapes are mapped into
+``z`` the slice the viewer shows (``layer.world_to_data(viewer.dims.point)[0]``). That is the plane on the
+screen only while the viewer is in 2-D and displays the layer's rows and columns (napari's default axis
+order); otherwise :func:`current_slice` raises a UserError asking for the 2-D axial view. Shapes are mapped into
 the image layer's data coordinates through world coordinates, so a Shapes layer with a different
 scale/translate than the image still gives the right pixels. A pixel belongs to a drawn RoI when its
 centre lies inside the shape (napari pixel ``i`` spans ``i - 0.5 .. i + 0.5``).
@@ -42,8 +44,39 @@ def check_image_layer(layer: "Image") -> None:
                         "image or a (slices, rows, cols) volume")
 
 
-def current_slice(viewer: "napari.Viewer", layer: "Layer") -> int | None:
-    """The slice of ``layer`` the viewer shows (``None`` for 2-D layers)."""
+def require_slice_view(viewer: "napari.Viewer", layer: "Layer") -> None:
+    """Raise a UserError unless the canvas shows ``layer``'s explained plane: its rows and columns, in 2-D.
+
+    The plugin explains a 2-D plane ``layer.data[z]`` (a volume is sliced along its first axis); in the 3-D view,
+    or with a ``dims.order`` that displays other axes (a sagittal or coronal reslice of the volume), the
+    canvas would show something else than what is explained.
+    """
+    nd = spatial_ndim(layer)
+    dims = viewer.dims
+    if nd == 3 and dims.ndisplay == 3:
+        raise UserError(f"switch to 2-D axial view: the viewer shows {layer.name!r} in 3-D, but the explained plane "
+                        "is one slice, the one the viewer shows in 2-D (press the 2D/3D toggle at the bottom left "
+                        "of the canvas, or Ctrl+Y)")
+    n = dims.ndim
+    rows_cols = {n - 2, n - 1}  # the layer's last two axes, as world axes
+    displayed = {int(a) for a in dims.displayed}
+    if not rows_cols <= displayed:
+        first = n - spatial_ndim(layer)
+        shown = ", ".join(str(a - first) for a in sorted(displayed) if a >= first)
+        raise UserError(f"switch to 2-D axial view: the canvas shows axes ({shown}) of {layer.name!r}, but the "
+                        f"plugin explains its slices along axis 0 (rows and columns = axes {nd - 2}, {nd - 1}); "
+                        f"restore napari's axis order ({tuple(range(n))}, e.g. with the 'roll dimensions' button "
+                        "until the axial slice is shown)")
+
+
+def current_slice(viewer: "napari.Viewer", layer: "Layer", check_view: bool = True) -> int | None:
+    """The slice of ``layer`` the viewer shows (``None`` for 2-D layers).
+
+    With ``check_view`` (the default) it first makes sure the canvas shows that plane
+    (:func:`require_slice_view`).
+    """
+    if check_view:
+        require_slice_view(viewer, layer)
     if spatial_ndim(layer) != 3:
         return None
     z = layer.world_to_data(tuple(viewer.dims.point))[0]
@@ -174,7 +207,12 @@ def label_plane(labels: "Labels", image: "Image", z: int | None, target: int) ->
 
 
 # ------------------------------------------------------------------------------------------ pools
-POOL_VOLUME = "Other slices of this volume (±5 excluded)"
+def pool_volume_text(exclude: int) -> str:
+    """The pool entry of the other slices of the volume, naming how many neighbours are left out."""
+    return f"Other slices of this volume (±{int(exclude)} excluded)"
+
+
+POOL_VOLUME = pool_volume_text(5)  # the entry's key (its text follows the 'Pool exclude ±' value)
 POOL_LAYERS = "Other open image layers"
 POOL_FOLDER = "Images in a folder…"
 POOL_SELF = "The image itself (fallback, not the paper's setting)"
@@ -240,11 +278,14 @@ def pool_spec(choice: str, viewer: "napari.Viewer", image: "Image", z: int | Non
     if choice == POOL_LAYERS:
         from napari.layers import Image as ImageLayer
 
+        from ..layers import is_result_layer
+
+        # the plugin's own maps (PdCR map, MiSuRe saliency, streamed or partial maps) are not images
         others = [lay for lay in viewer.layers if isinstance(lay, ImageLayer) and lay is not image
-                  and spatial_ndim(lay) in (2, 3)]
+                  and not is_result_layer(lay) and spatial_ndim(lay) in (2, 3)]
         if not others:
-            raise UserError("there is no other image layer to draw replacement blocks from: open some images, or "
-                            "choose another pool")
+            raise UserError("there is no other image layer to draw replacement blocks from (the plugin's result "
+                            "layers do not count): open some images, or choose another pool")
         return PoolSpec("layers", [lay.data for lay in others], [bool(lay.rgb) for lay in others],
                         description=f"image layers {', '.join(repr(lay.name) for lay in others)}")
     if choice == POOL_FOLDER:

@@ -174,19 +174,26 @@ def pdcr_blocks(roi: np.ndarray, patch: int) -> int:
     return int((~blocks_touching(np.asarray(roi, bool), patch)).sum())
 
 
-def auto_batch_size(seconds_per_image: float, target_s: float = 0.25, lo: int = 4, hi: int = 64) -> int:
-    """Largest power of two whose batch takes about ``target_s`` (so Cancel acts within a second)."""
+def auto_batch_size(seconds_per_image: float, target_s: float = 0.25, lo: int = 1, hi: int = 64) -> int:
+    """Largest power of two (``lo`` .. ``hi``) whose batch takes at most about ``target_s``, so that Cancel,
+    which acts between batches, stops the job well within a second. ``seconds_per_image`` must be the time
+    of one image of the size the job runs on (:func:`image_seconds`), not the time at the timing size."""
     if not np.isfinite(seconds_per_image) or seconds_per_image <= 0:
         return 32
     n = int(target_s / seconds_per_image)
-    b = lo
+    b = max(1, lo)
     while b * 2 <= min(n, hi):
         b *= 2
     return b
 
 
 def image_seconds(info: LoadedModel, plane_shape: tuple[int, int]) -> float:
-    """Time per image for a plane: the measured time, scaled by area when the model runs at the plane's size."""
+    """Time per image for a plane: the measured time, scaled by area when the model runs at the plane's size.
+
+    The time is measured at load on a ``timing_size`` image (the card's input size, else 128x128); a model
+    without an input size runs on the plane as it is, and a convolutional network's cost grows with the
+    number of pixels.
+    """
     spi = info.seconds_per_image
     if not np.isfinite(spi):
         return float("nan")
@@ -194,6 +201,13 @@ def image_seconds(info: LoadedModel, plane_shape: tuple[int, int]) -> float:
         return spi
     th, tw = info.timing_size
     return spi * (plane_shape[0] * plane_shape[1]) / max(1, th * tw)
+
+
+def plane_batch_size(info: LoadedModel | None, plane_shape: tuple[int, int], target_s: float = 0.25) -> int:
+    """The automatic batch size for images of ``plane_shape`` (about ``target_s`` per batch, at least 1)."""
+    if info is None:
+        return auto_batch_size(float("nan"), target_s)
+    return auto_batch_size(image_seconds(info, plane_shape), target_s)
 
 
 def format_seconds(s: float) -> str:

@@ -11,7 +11,9 @@ Keyboard shortcuts (while the napari window has focus): **Ctrl+Return** runs the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import html
 import logging
 import time
 import traceback
@@ -65,8 +67,8 @@ FREEZE_GC_DURING_JOBS = True
 MODEL_FILTER = "Models (*.pt *.ts *.pt2 *.safetensors *.pth *.onnx *.yaml *.yml);;All files (*)"
 NO_GT = "(none: soft Dice vs the model's own prediction)"
 NO_ROI = "(none: whole image, MiSuRe only)"
-STREAM_SUFFIX = " (running)"
-PARTIAL_SUFFIX = " (partial)"
+STREAM_SUFFIX = L.STREAM_SUFFIX
+PARTIAL_SUFFIX = L.PARTIAL_SUFFIX
 METHODS = {"PdCR (Jiang et al. 2026)": "pdcr", "MiSuRe (Hasany et al. 2024)": "misure"}
 
 
@@ -159,7 +161,7 @@ class SegExplainWidget(QWidget):
         self._step_timer.timeout.connect(self._run_step)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
+        scroll = self.scroll_area = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # content fits the width
@@ -289,8 +291,9 @@ class SegExplainWidget(QWidget):
         row.addWidget(draw)
         sec.form.addRow("RoI", row)
         self.gt_combo = QComboBox()
-        self.gt_combo.setToolTip("optional ground truth: with it the RoI score is hard Dice against the label "
-                                 "(the paper's setting)")
+        self._gt_tip = ("optional ground truth: with it the RoI score is hard Dice against the label (the paper's "
+                        "setting)")
+        self.gt_combo.setToolTip(self._gt_tip)
         sec.form.addRow("Ground truth", self.gt_combo)
         self.pool_combo = QComboBox()
         self.pool_combo.addItems(list(inputs.POOL_CHOICES))
@@ -325,6 +328,7 @@ class SegExplainWidget(QWidget):
         self.threshold = self._spin(0.01, 0.99, 0.5, "probability threshold of a predicted pixel", decimals=2)
         self.iterations = self._spin(0, 2000, 100, "MiSuRe optimisation iterations (paper: 100)")
         self.exclude = self._spin(0, 50, 5, "neighbouring slices left out of a volume pool (each side)")
+        self.exclude.valueChanged.connect(self._exclude_changed)
         self._pdcr_rows = [("Patch", self.patch), ("S (screen)", self.screen), ("τ (Dice pts)", self.tau),
                            ("N (draws)", self.n_draws), ("Pool exclude ±", self.exclude)]
         self._misure_rows = [("Iterations", self.iterations)]
@@ -361,9 +365,14 @@ class SegExplainWidget(QWidget):
         self._method_changed()
 
     def _build_results_section(self) -> None:
-        sec = _Section("4 · Results")
+        sec = self.results_section = _Section("4 · Results")
         self.stats_panel = StatsPanel()
         sec.form.addRow(self.stats_panel)
+        self.canvas_colorbar = QCheckBox("colour bar on the maps in the canvas")
+        self.canvas_colorbar.setToolTip("napari's colorbar overlay on the PdCR map / MiSuRe saliency (off by "
+                                        "default: its first draw pauses the viewer for about 0.1 s on a CPU)")
+        self.canvas_colorbar.toggled.connect(self._toggle_canvas_colorbar)
+        sec.form.addRow(self.canvas_colorbar)
         self.save_button = QPushButton("Save results…")
         self.save_button.setToolTip("write maps, masks, RoIs and metadata (NIfTI with the scan's geometry when "
                                     "known) and results.json into one folder")
@@ -400,6 +409,8 @@ class SegExplainWidget(QWidget):
         ev.removed.connect(self._on_layers_changed)
         ev.moved.connect(self._on_layers_changed)
         self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.dims.events.ndisplay.connect(self._on_step)
+        self.viewer.dims.events.order.connect(self._on_step)
         for layer in self.viewer.layers:
             self._watch_layer(layer)
 
@@ -409,12 +420,29 @@ class SegExplainWidget(QWidget):
             layer.events.data.connect(self._schedule_estimate)
             if L.layer_kind(layer) == "shapes":
                 layer.events.highlight.connect(self._schedule_estimate)
+                layer.events.data.connect(lambda ev, lay=layer: self._on_shapes_data(lay, ev))
+
+    def _on_shapes_data(self, layer: "Layer", event: Any) -> None:
+        """A shape was drawn on the RoI layer: leave the drawing mode, so that a stray drag on the canvas does
+        not add another shape that the next Run would silently use (the newest shape is the RoI)."""
+        if getattr(event, "action", None) != "added" or L.is_result_layer(layer):  # napari's ActionType.ADDED
+            return
+        if layer.name != self.roi_combo.currentText() or not str(layer.mode).startswith("add_"):
+            return
+
+        def leave() -> None:  # after napari has finished the mouse release that completed the shape
+            if layer in self.viewer.layers and str(layer.mode).startswith("add_"):
+                layer.mode = "pan_zoom"
+                self.viewer.status = (f"RoI drawn on {layer.name!r}; drawing mode left (choose a shape tool of the "
+                                      "layer to draw another RoI)")
+
+        QTimer.singleShot(0, leave)
 
     def _on_layer_inserted(self, event: Any) -> None:
         layer = event.value
         self._watch_layer(layer)
         self._on_layers_changed()
-        if L.layer_kind(layer) == "shapes" and layer.name not in L.RESULT_NAMES:
+        if L.layer_kind(layer) == "shapes" and not L.is_result_layer(layer):
             self.roi_combo.setCurrentText(layer.name)  # a new Shapes layer is most likely the RoI
 
     def _on_layers_changed(self, *_: Any) -> None:
@@ -443,7 +471,8 @@ class SegExplainWidget(QWidget):
         from napari.layers import Image, Labels, Shapes
 
         layers = list(self.viewer.layers)
-        results = set(L.RESULT_NAMES) | {n + s for n in L.RESULT_NAMES for s in (STREAM_SUFFIX, PARTIAL_SUFFIX)}
+        # the plugin's maps and outlines are no inputs (its segmentations may serve as a ground truth)
+        results = {lay.name for lay in layers if L.is_result_layer(lay) and L.result_kind(lay) != "segmentation"}
         images = [lay.name for lay in layers if isinstance(lay, Image) and lay.name not in results]
         before_image = self.image_combo.currentText()
         active = self.viewer.layers.selection.active
@@ -490,7 +519,11 @@ class SegExplainWidget(QWidget):
         if image is None:
             self.slice_label.setText("Open an image (File > Open, or File > Open Sample > Segmentation Explainer).")
             return
-        z = inputs.current_slice(self.viewer, image)
+        try:
+            z = inputs.current_slice(self.viewer, image)
+        except UserError as exc:
+            self.slice_label.setText(f"<span style='color:#e8a33d'>{html.escape(str(exc))}</span>")
+            return
         shape = tuple(image.data.shape)
         units = [str(u) for u in getattr(image, "units", ())]
         in_mm = bool(units) and all(u in ("mm", "millimeter") for u in units)
@@ -522,8 +555,9 @@ class SegExplainWidget(QWidget):
         self.segment_scope.setEnabled(is_volume)
         if not is_volume:
             self.segment_scope.setCurrentText("current slice")
-        if image is not None and not is_volume and self.pool_combo.currentText() == inputs.POOL_VOLUME:
-            others = any(L.layer_kind(lay) == "image" and lay is not image for lay in self.viewer.layers)
+        if image is not None and not is_volume and self.pool_choice() == inputs.POOL_VOLUME:
+            others = any(L.layer_kind(lay) == "image" and lay is not image and not L.is_result_layer(lay)
+                         for lay in self.viewer.layers)
             self.pool_combo.setCurrentText(inputs.POOL_LAYERS if others else inputs.POOL_SELF)
         self._maybe_offer_model(image)
         self._schedule_estimate()
@@ -551,10 +585,20 @@ class SegExplainWidget(QWidget):
                     label.setVisible(visible)
         self.pool_combo.setEnabled(pd)
         self.keep_partial.setEnabled(pd)
+        self.gt_combo.setEnabled(pd)  # MiSuRe does not use a ground truth
+        self.gt_combo.setToolTip(self._gt_tip if pd else "MiSuRe does not use a ground truth (PdCR only)")
         self._schedule_estimate()
 
+    def pool_choice(self) -> str:
+        """The chosen pool as one of :data:`inputs.POOL_CHOICES` (the volume entry's text follows 'Pool exclude ±')."""
+        i = self.pool_combo.currentIndex()
+        return inputs.POOL_CHOICES[i] if 0 <= i < len(inputs.POOL_CHOICES) else self.pool_combo.currentText()
+
     def _pool_changed(self, *_: Any) -> None:
-        self._pool_folder_row.setVisible(self.pool_combo.currentText() == inputs.POOL_FOLDER)
+        self._pool_folder_row.setVisible(self.pool_choice() == inputs.POOL_FOLDER)
+
+    def _exclude_changed(self, value: int) -> None:
+        self.pool_combo.setItemText(inputs.POOL_CHOICES.index(inputs.POOL_VOLUME), inputs.pool_volume_text(int(value)))
 
     def _device_changed(self, device: str) -> None:
         if self.loaded is None or self.busy:
@@ -593,8 +637,8 @@ class SegExplainWidget(QWidget):
         kw: dict[str, Any] = {"name": "RoI", "edge_color": L.ROI_COLOR, "face_color": "transparent",
                               "edge_width": 1.0}
         if image is not None:
-            kw |= {"ndim": inputs.spatial_ndim(image), "scale": image.scale, "translate": image.translate,
-                   "units": image.units, "axis_labels": image.axis_labels}
+            kw |= {"ndim": inputs.spatial_ndim(image), "units": image.units, "axis_labels": image.axis_labels}
+            kw |= L.layer_transform(image)
         layer = self.viewer.add_shapes(**kw)
         layer.mode = "add_rectangle"
         self.roi_combo.setCurrentText(layer.name)
@@ -754,8 +798,9 @@ class SegExplainWidget(QWidget):
             if image is None:
                 raise UserError("open or choose an image layer first")
             inputs.check_image_layer(image)
-            z = inputs.current_slice(self.viewer, image)
-            whole = z is not None and self.segment_scope.currentText() == "whole volume"
+            whole = inputs.spatial_ndim(image) == 3 and self.segment_scope.currentText() == "whole volume"
+            # the whole volume does not depend on the view; the current slice must be the one shown
+            z = inputs.current_slice(self.viewer, image, check_view=not whole)
         except UserError as exc:
             _notify_error("Segmenting", exc)
             return None
@@ -764,7 +809,7 @@ class SegExplainWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress_label.setText("segmenting…")
-        batch = jobs.auto_batch_size(self.loaded.seconds_per_image)
+        batch = jobs.plane_batch_size(self.loaded, geom.plane_shape)
         return self._start("segment", jobs.segment_job, model, image.data, None if whole else z,
                            bool(getattr(image, "rgb", False)), batch,
                            on_yield=self._on_progress,
@@ -787,10 +832,15 @@ class SegExplainWidget(QWidget):
         self.progress_label.setText(f"segmented {where} -> {layer.name!r}; pixels per class {counts}")
 
     # ------------------------------------------------------------------------------------ explain
-    def _config(self) -> Any:
+    def _config(self, plane_shape: tuple[int, int] | None = None) -> Any:
+        """The method's config from the widget; the automatic batch size is sized for ``plane_shape`` (default:
+        the chosen image's plane), so that one batch takes about 0.25 s and Cancel acts well within a second."""
         from ...core.explainers import MiSuReConfig, PdCRConfig
 
-        batch = int(self.batch.value()) or jobs.auto_batch_size(self.loaded.seconds_per_image if self.loaded else 0)
+        if plane_shape is None:
+            image = self.image_layer()
+            plane_shape = L.SliceGeometry.plane_shape_of(image) if image is not None else (128, 128)
+        batch = int(self.batch.value()) or jobs.plane_batch_size(self.loaded, plane_shape)
         if self.method_key == "pdcr":
             return PdCRConfig(patch=int(self.patch.value()), screen=int(self.screen.value()),
                               tau=float(self.tau.value()), n=int(self.n_draws.value()),
@@ -820,12 +870,12 @@ class SegExplainWidget(QWidget):
         if image is None:
             raise UserError("open or choose an image layer first")
         inputs.check_image_layer(image)
-        z = inputs.current_slice(self.viewer, image)
+        z = inputs.current_slice(self.viewer, image)  # raises when the viewer does not show a 2-D slice
         roi = self._roi(image, z)
         if roi is not None:
             z = roi.slice_index if roi.slice_index is not None else z
         method = self.method_key
-        cfg = self._config()
+        cfg = self._config(L.SliceGeometry.plane_shape_of(image))
         target = int(self.target.currentIndex())
         if target < 0:
             raise UserError("choose the class to explain")
@@ -839,7 +889,7 @@ class SegExplainWidget(QWidget):
             label = inputs.label_plane(gt_layer, image, z, target)
         pool = None
         if method == "pdcr":
-            pool = inputs.pool_spec(self.pool_combo.currentText(), self.viewer, image, z,
+            pool = inputs.pool_spec(self.pool_choice(), self.viewer, image, z,
                                     self.pool_folder.text().strip(), int(self.exclude.value()))
         geom = L.SliceGeometry.from_layer(image, z)
         req = jobs.ExplainRequest(method=method, model=self.loaded.model, image=plane,
@@ -939,9 +989,9 @@ class SegExplainWidget(QWidget):
                 and tuple(existing.data.shape) == tuple(geom.shape)):
             self._stream_backup = {"data": existing.data, "metadata": existing.metadata, "name": existing.name,
                                    "contrast_limits": tuple(existing.contrast_limits),
-                                   "scale": tuple(existing.scale), "translate": tuple(existing.translate)}
+                                   "transform": L.layer_transform(existing)}
             existing.name = kwargs["name"]
-            existing.scale, existing.translate = kwargs["scale"], kwargs["translate"]
+            L.set_transform(existing, kwargs)
             existing.data = fresh
             existing.metadata = kwargs["metadata"]
             existing.contrast_limits = kwargs["contrast_limits"]
@@ -950,14 +1000,19 @@ class SegExplainWidget(QWidget):
         stale = self._layer(kwargs["name"])
         if stale is not None:  # left over from an earlier failure
             self.viewer.layers.remove(stale)
-        self._stream = L.add_or_update(self.viewer, (fresh, kwargs | {"visible": False}, "image"))
+        self._stream = L.add_or_update(self.viewer, (fresh, kwargs | {"visible": False}, "image"), colorbar=False)
         stream = self._stream
 
+        # (also when the run has already ended: the layer is then the result or the partial map)
         def show() -> None:
-            if self._stream is stream and stream in self.viewer.layers:
+            if stream in self.viewer.layers:
                 stream.visible = True
 
-        self._queue_steps([show])
+        def colorbar() -> None:  # its first draw in a turn of its own
+            if stream in self.viewer.layers and self.canvas_colorbar.isChecked():
+                L.show_colorbar(stream)
+
+        self._queue_steps([show, colorbar])
 
     def _discard_stream(self, keep: bool) -> str | None:
         """Undo the streamed map: restore the layer it streamed into, or remove the new one.
@@ -980,10 +1035,9 @@ class SegExplainWidget(QWidget):
                                               {"name": name, "colormap": layer.colormap,
                                                "contrast_limits": tuple(layer.contrast_limits),
                                                "blending": layer.blending, "opacity": layer.opacity,
-                                               "interpolation2d": "nearest", "metadata": meta,
-                                               "scale": tuple(layer.scale), "translate": tuple(layer.translate)},
-                                              "image"))
-            layer.scale, layer.translate = backup["scale"], backup["translate"]
+                                               "interpolation2d": "nearest", "metadata": meta}
+                                              | L.layer_transform(layer), "image"))
+            L.set_transform(layer, backup["transform"])
             layer.data = backup["data"]
             layer.metadata = backup["metadata"]
             layer.contrast_limits = backup["contrast_limits"]
@@ -1017,8 +1071,9 @@ class SegExplainWidget(QWidget):
         self._queue_steps(steps)
 
     def _add_layer_steps(self, layer_data: L.LayerDataTuple) -> list[Any]:
-        """Steps adding/updating one layer. A new layer is added hidden and shown one step later, so
-        creating it and its first draw (shader compilation) fall in different event-loop turns."""
+        """Steps adding/updating one layer. A new layer is added hidden and shown one step later, and its
+        colorbar (maps) one step after that, so creating it, its first draw (shader compilation) and the
+        colorbar's first draw fall in different event-loop turns."""
         name = layer_data[1]["name"]
         if name in self.viewer.layers:
             return [lambda: L.add_or_update(self.viewer, layer_data)]
@@ -1028,10 +1083,20 @@ class SegExplainWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = True
 
-        return [lambda: L.add_or_update(self.viewer, hidden), show]
+        def colorbar() -> None:
+            if name in self.viewer.layers and self.canvas_colorbar.isChecked():
+                L.show_colorbar(self.viewer.layers[name])
+
+        return [lambda: L.add_or_update(self.viewer, hidden, colorbar=False), show, colorbar]
+
+    def _toggle_canvas_colorbar(self, on: bool) -> None:
+        for layer in self.viewer.layers:
+            if L.result_kind(layer) in L.COLORBAR_RESULTS and getattr(layer, "colorbar", None) is not None:
+                layer.colorbar.visible = on
 
     def _announce(self, expl: "Explanation", desc: str) -> None:
         self.stats_panel.show_explanation(expl, desc)
+        QTimer.singleShot(0, self.show_results_section)
         s = expl.stats
         self.progress.setValue(self.progress.maximum())
         self.progress_label.setText(
@@ -1047,6 +1112,15 @@ class SegExplainWidget(QWidget):
         else:
             show_info(f"MiSuRe done: Dice explained {s.get('dice_explained', 0):.2f}, "
                       f"perturbation ratio {s.get('perturbation_ratio', 0):.2f}")
+
+    def show_results_section(self) -> None:
+        """Scroll the dock so that the results are in view: the whole Results section (legend, shares, numbers,
+        Save/Open) when it fits, else the results panel (legend, shares, numbers)."""
+        body = self.scroll_area.widget()
+        if body is not None and body.layout() is not None:
+            body.layout().activate()  # the panel has just grown: lay it out before scrolling to it
+        fits = self.results_section.height() + 16 <= self.scroll_area.viewport().height()
+        self.scroll_area.ensureWidgetVisible(self.results_section if fits else self.stats_panel, 0, 8)
 
     def _queue_steps(self, steps: list[Any]) -> None:
         """Run GUI steps one per event-loop turn; the widget counts as busy until they are done."""
@@ -1088,8 +1162,7 @@ class SegExplainWidget(QWidget):
         try:
             inputs.check_image_layer(image)
             z = inputs.current_slice(self.viewer, image)
-            shape = tuple(image.data.shape[-3:-1] if getattr(image, "rgb", False) else image.data.shape[-2:])
-            spi = jobs.image_seconds(self.loaded, shape)
+            spi = jobs.image_seconds(self.loaded, L.SliceGeometry.plane_shape_of(image))
             dev = self.loaded.model.device.type
             if self.method_key == "misure":
                 it = int(self.iterations.value())
@@ -1130,11 +1203,10 @@ class SegExplainWidget(QWidget):
             for lay in self._segmentation_layers():
                 meta = lay.metadata.get("seg_explain") or {}
                 shape = tuple(lay.data.shape)
-                geom = L.SliceGeometry(shape=shape, slice_index=0 if len(shape) == 3 else None,
-                                       scale=tuple(lay.scale), translate=tuple(lay.translate),
-                                       source_layer=meta.get("source_layer", ""),
-                                       source_metadata={k: v for k, v in meta.items()
-                                                        if k not in ("result", "slice_index")})
+                geom = dataclasses.replace(
+                    L.SliceGeometry.from_layer(lay, 0 if len(shape) == 3 else None),
+                    source_layer=meta.get("source_layer", ""),
+                    source_metadata={k: v for k, v in meta.items() if k not in ("result", "slice_index")})
                 segs.append((np.asarray(lay.data), {"name": lay.name, "metadata": lay.metadata}, geom))
             path = save_results(folder, list(self.results.values()), segs)
         except Exception as exc:  # noqa: BLE001
