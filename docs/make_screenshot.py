@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"slice {z}, RoI rows {y0}:{y1}, cols {x0}:{x1}; {widget.update_estimate()}", file=sys.stderr)
 
     t0 = time.perf_counter()
+    widget.canvas_colorbar.setChecked(True)  # show the colour scale in the canvas too
     if widget.run() is None:
         raise SystemExit("PdCR did not start (see the notification above)")
     _wait(app, lambda: not widget.busy, 900, "PdCR")
