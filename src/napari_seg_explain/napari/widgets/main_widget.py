@@ -187,25 +187,26 @@ class SegExplainWidget(QWidget):
         self.shortcut_cancel.setEnabled(False)
 
 
+    @staticmethod
+    def _path_row(sec: "_Section", label: str, placeholder: str, tip: str, browse_to: Any) -> QLineEdit:
+        """A path field with a '…' browse button, added to ``sec`` under ``label``."""
+        edit = QLineEdit()
+        edit.setPlaceholderText(placeholder)
+        browse = QPushButton("…")
+        browse.setToolTip(tip)
+        browse.clicked.connect(browse_to)
+        row = QHBoxLayout()
+        row.addWidget(edit)
+        row.addWidget(browse)
+        sec.form.addRow(label, row)
+        return edit
+
     def _build_model_section(self) -> None:
         sec = _Section("1 · Model")
-        self.model_path = QLineEdit()
-        self.model_path.setPlaceholderText("model file (.pt, .pt2, .safetensors, .onnx) or its .yaml card")
-        browse = QPushButton("…")
-        browse.setToolTip("choose a model file")
-        browse.clicked.connect(self._browse_model)
-        row = QHBoxLayout()
-        row.addWidget(self.model_path)
-        row.addWidget(browse)
-        sec.form.addRow("Model", row)
-        self.card_path = QLineEdit()
-        self.card_path.setPlaceholderText("optional: model card .yaml (default: beside the model)")
-        browse_card = QPushButton("…")
-        browse_card.clicked.connect(self._browse_card)
-        row = QHBoxLayout()
-        row.addWidget(self.card_path)
-        row.addWidget(browse_card)
-        sec.form.addRow("Card", row)
+        self.model_path = self._path_row(sec, "Model", "model file (.pt, .pt2, .safetensors, .onnx) or its .yaml "
+                                         "card", "choose a model file", self._browse_model)
+        self.card_path = self._path_row(sec, "Card", "optional: model card .yaml (default: beside the model)",
+                                        "choose a model card", self._browse_card)
         self.device = QComboBox()
         self.device.addItems(self._device_choices())
         self.device.setToolTip("auto = CUDA, then MPS, then CPU")
