@@ -659,8 +659,7 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
     from napari_seg_explain.core.sample import SAMPLE_CARD, sample_path
     from napari_seg_explain.napari.widgets import SegExplainWidget
 
-    if not sample_path(SAMPLE_CARD).exists():
-        pytest.skip("sample model not built")
+    assert sample_path(SAMPLE_CARD).exists(), "the sample model ships with the package"
     viewer = make_napari_viewer(show=True)
     data, kwargs = sample_scan_layer_data()
     image = viewer.add_layer(Layer.create(data, kwargs, "image"))
@@ -745,18 +744,13 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
     assert changed.mean() < 0.5  # most of the canvas (0 effect, NaN, background) stays as it was
 
 
-def test_manifest_widget_if_contributed(make_napari_viewer):
-    """When napari.yaml contributes the widget, napari can dock it by name."""
+def test_manifest_widget_docks_by_name(make_napari_viewer):
+    """napari.yaml contributes the widget, and napari can dock it by name."""
     import npe2
 
-    pm = npe2.PluginManager.instance()
-    try:
-        manifest = pm.get_manifest("napari-seg-explain")
-    except KeyError:
-        pytest.skip("plugin manifest not registered")
-    widgets = [w for w in (manifest.contributions.widgets or [])]
-    if not widgets:
-        pytest.skip("napari.yaml does not contribute widgets yet")
+    manifest = npe2.PluginManager.instance().get_manifest("napari-seg-explain")
+    widgets = list(manifest.contributions.widgets or [])
+    assert widgets, "napari.yaml contributes the dock widget"
     viewer = make_napari_viewer()
     dock, widget = viewer.window.add_plugin_dock_widget("napari-seg-explain", widgets[0].display_name)
     assert type(widget).__name__ == "SegExplainWidget"
