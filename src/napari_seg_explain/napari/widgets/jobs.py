@@ -166,6 +166,15 @@ def explain_job(req: ExplainRequest) -> Generator[Progress, None, "Explanation"]
     raise ValueError(f"unknown method {req.method!r}")
 
 
+def explain_to_layers_job(req: ExplainRequest, geom: Any) -> Generator[Progress, None, tuple]:
+    """:func:`explain_job`, then the result's layer data built here in the worker (volume-shaped arrays of a
+    large scan take a while to fill), so the GUI thread only adds the finished layers."""
+    from .. import layers as L
+
+    expl = yield from explain_job(req)
+    return expl, L.explanation_layer_data(expl, geom)
+
+
 # ----------------------------------------------------------------------------------- cost estimate
 def pdcr_blocks(roi: np.ndarray, patch: int) -> int:
     """Number of blocks PdCR evaluates (those not touching the RoI)."""

@@ -925,8 +925,8 @@ class SegExplainWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress_label.setText(f"{req.method}: starting on {desc}…")
-        worker = self._start("explain", jobs.explain_job, req, on_yield=self._on_progress,
-                             on_return=lambda expl: self._on_explained(expl, geom, desc))
+        worker = self._start("explain", jobs.explain_to_layers_job, req, geom, on_yield=self._on_progress,
+                             on_return=lambda result: self._on_explained(*result, geom, desc))
         if req.method == "pdcr":
             # the streamed layer is made on the next event-loop turn, once the worker runs (short GUI steps)
             def begin() -> None:
@@ -1053,8 +1053,9 @@ class SegExplainWidget(QWidget):
         layer.metadata = meta
         return name
 
-    def _on_explained(self, expl: "Explanation", geom: L.SliceGeometry, desc: str) -> None:
-        """Show a finished explanation, one layer per event-loop turn (keeps each GUI-thread step short)."""
+    def _on_explained(self, expl: "Explanation", tuples: list[L.LayerDataTuple], geom: L.SliceGeometry,
+                      desc: str) -> None:
+        """Show a finished explanation (layer data built in the worker), one layer per event-loop turn."""
         stream, self._stream = self._stream, None
         self._stream_backup = None
         if stream is not None and stream in self.viewer.layers:
@@ -1062,7 +1063,6 @@ class SegExplainWidget(QWidget):
                 self.viewer.layers.remove(stream)
             else:
                 stream.name = L.PDCR_MAP  # becomes the result layer: updated in place
-        tuples = L.explanation_layer_data(expl, geom)
         names = [t[1]["name"] for t in tuples]
         self.results[expl.method] = (expl, geom, names)
         steps: list[Any] = []
