@@ -496,8 +496,7 @@ class SegExplainWidget(QWidget):
 
     # ------------------------------------------------------------------------------- small helpers
     def image_layer(self) -> "Layer | None":
-        name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+        return self._layer(self.image_combo.currentText())
 
     def _layer(self, name: str) -> "Layer | None":
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
@@ -793,12 +792,7 @@ class SegExplainWidget(QWidget):
     def segment(self) -> Any:
         """Segment the current slice or the whole volume in a worker -> Labels layer '<model> segmentation'."""
         try:
-            if self.loaded is None:
-                raise UserError("load a model first")
-            image = self.image_layer()
-            if image is None:
-                raise UserError("open or choose an image layer first")
-            inputs.check_image_layer(image)
+            image = self._checked_image()
             whole = inputs.spatial_ndim(image) == 3 and self.segment_scope.currentText() == "whole volume"
             # the whole volume does not depend on the view; the current slice must be the one shown
             z = inputs.current_slice(self.viewer, image, check_view=not whole)
@@ -863,14 +857,19 @@ class SegExplainWidget(QWidget):
             return inputs.roi_from_shapes(self.viewer, layer, image, z)
         return inputs.roi_from_labels(layer, image, z)
 
-    def gather(self) -> tuple[jobs.ExplainRequest, L.SliceGeometry, str]:
-        """Collect the explanation request from the widget (GUI thread); raises UserError with advice."""
+    def _checked_image(self) -> "Layer":
+        """The chosen image layer, once a model is loaded and the layer can be fed to it (else UserError)."""
         if self.loaded is None:
             raise UserError("load a model first ('Load sample model' or choose a model file)")
         image = self.image_layer()
         if image is None:
             raise UserError("open or choose an image layer first")
         inputs.check_image_layer(image)
+        return image
+
+    def gather(self) -> tuple[jobs.ExplainRequest, L.SliceGeometry, str]:
+        """Collect the explanation request from the widget (GUI thread); raises UserError with advice."""
+        image = self._checked_image()
         z = inputs.current_slice(self.viewer, image)  # raises when the viewer does not show a 2-D slice
         roi = self._roi(image, z)
         if roi is not None:
