@@ -28,10 +28,6 @@ class Progress:
     message: str = ""
     partial: np.ndarray | None = None  # the map so far, for streaming displays
 
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 0.0
-
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]

@@ -48,12 +48,6 @@ def _check_nonempty(mask: np.ndarray, what: str) -> np.ndarray:
     return mask
 
 
-def roi_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Bounding box (y0, x0, y1, x1), end exclusive."""
-    rows, cols = np.nonzero(mask)
-    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
-
-
 def blocks_touching(mask: np.ndarray, block: int) -> np.ndarray:
     """``(ny, nx)`` bool: which blocks of a ``block``-sized grid contain a pixel of ``mask``."""
     h, w = mask.shape

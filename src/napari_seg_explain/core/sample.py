@@ -12,7 +12,6 @@ from .errors import UserError
 
 SAMPLE_VOLUME = "mni152_t1.nii.gz"
 SAMPLE_LABEL = "mni152_wm_label.nii.gz"
-SAMPLE_MODEL = "model/mni152_wm_unet.safetensors"
 SAMPLE_CARD = "model/mni152_wm_unet.yaml"
 
 
