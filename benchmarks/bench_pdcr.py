@@ -26,7 +26,7 @@ def main() -> None:
     from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr
     from napari_seg_explain.core.images import read_image
     from napari_seg_explain.core.models import class_probability, load_model
-    from napari_seg_explain.core.perturbations import pool_from_volume
+    from napari_seg_explain.core.perturb.pools import pool_from_volume
     from napari_seg_explain.core.rois import roi_from_box
     from napari_seg_explain.core.sample import SAMPLE_CARD, SAMPLE_VOLUME, sample_path
 

@@ -18,8 +18,8 @@ _API = {
     "explain_pdcr": "core.explainers.pdcr", "PdCRConfig": "core.explainers.pdcr",
     "explain_misure": "core.explainers.misure", "MiSuReConfig": "core.explainers.misure",
     "roi_from_box": "core.rois", "roi_from_polygon": "core.rois", "roi_from_mask": "core.rois",
-    "pool_from_paths": "core.perturbations", "pool_from_volume": "core.perturbations",
-    "pool_from_arrays": "core.perturbations", "Explanation": "core.results",
+    "pool_from_paths": "core.perturb.pools", "pool_from_volume": "core.perturb.pools",
+    "pool_from_arrays": "core.perturb.pools", "Explanation": "core.results",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -252,7 +252,7 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_pdcr(args: argparse.Namespace) -> dict[str, Any]:
     from .core.explainers.pdcr import PdCRConfig, pdcr
-    from .core.perturbations import pool_from_paths, pool_from_volume
+    from .core.perturb.pools import pool_from_paths, pool_from_volume
 
     out = _check_output(args.output, args)
     cfg = PdCRConfig(patch=args.patch, screen=args.screen, tau=args.tau, n=args.n, seed=args.seed,

@@ -40,7 +40,7 @@ def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = 
     from .core.figure import save_demo_figure
     from .core.images import read_image, spatial_geometry, write_map
     from .core.models import load_model
-    from .core.perturbations import pool_from_volume
+    from .core.perturb.pools import pool_from_volume
     from .core.rois import roi_from_box
     from .core.sample import SAMPLE_CARD, SAMPLE_LABEL, SAMPLE_VOLUME, sample_path
 

@@ -7,13 +7,23 @@ import pytest
 
 import known_models as km
 from napari_seg_explain.core.errors import Cancelled
-from napari_seg_explain.core.explainers import CONFIGS, EXPLAINERS
+from napari_seg_explain.core.explainers import registry
 from napari_seg_explain.core.models import SegmentationModel
-from napari_seg_explain.core.perturbations import pool_from_arrays
+from napari_seg_explain.core.perturb.pools import pool_from_arrays
 from napari_seg_explain.core.progress import drive
 from napari_seg_explain.core.rois import roi_from_box
 
 SMALL = {"pdcr": {"n": 6, "screen": 2}, "misure": {"iterations": 10}}
+BUILTINS = sorted(SMALL)
+
+
+def _gen(name, model, image, roi, config=None, **extra):
+    spec = registry.get(name)
+    return spec.run_generator(model, image, roi, 1, config=config, **extra)
+
+
+def _cfg(name, **kw):
+    return registry.get(name).config(**kw)
 
 
 def _setup(name):
@@ -36,13 +46,13 @@ def _run(name, batch_size=None, seed=0, progress=None):
         kw["batch_size"] = batch_size
     img = sc["image"]
     before = img.copy(), roi.copy()
-    gen = EXPLAINERS[name](model, img, roi, 1, config=CONFIGS[name](**kw), **extra)
+    gen = _gen(name, model, img, roi, config=_cfg(name, **kw), **extra)
     expl = drive(gen, progress)
     assert np.array_equal(img, before[0]) and np.array_equal(roi, before[1]), "inputs must not be mutated"
     return expl
 
 
-@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+@pytest.mark.parametrize("name", BUILTINS)
 def test_shape_dtype_and_metadata(name):
     expl = _run(name)
     assert expl.map.shape == (64, 64) and expl.map.dtype == np.float32
@@ -56,7 +66,7 @@ def test_shape_dtype_and_metadata(name):
     assert meta["deviations"], "every deviation from the paper is recorded"
 
 
-@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+@pytest.mark.parametrize("name", BUILTINS)
 def test_same_seed_same_map_and_batch_size_invariance(name):
     maps = [_run(name, batch_size=bs).map for bs in (1, 2, 7)]
     for m in maps[1:]:
@@ -69,14 +79,14 @@ def test_pdcr_different_seed_different_draws():
     assert not np.allclose(np.nan_to_num(a.map), np.nan_to_num(b.map)), "the seed must drive the draws"
 
 
-@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+@pytest.mark.parametrize("name", BUILTINS)
 def test_progress_reaches_total_and_cancel_stops(name):
     events = []
     expl = _run(name, progress=events.append)
     assert events and events[-1].done == events[-1].total == expl.stats["forward_passes"]
     assert all(e.done <= e.total for e in events)
     model, sc, roi, extra = _setup(name)
-    gen = EXPLAINERS[name](model, sc["image"], roi, 1, config=CONFIGS[name](**SMALL[name], batch_size=1), **extra)
+    gen = _gen(name, model, sc["image"], roi, config=_cfg(name, **SMALL[name], batch_size=1), **extra)
     seen = []
     with pytest.raises(Cancelled):
         drive(gen, seen.append, cancel=lambda: len(seen) >= 2)
@@ -105,7 +115,7 @@ def test_paused_or_abandoned_explainers_leave_thread_and_model_state_alone():
     import torch
 
     model, sc, roi, extra = _setup("pdcr")
-    gen = EXPLAINERS["pdcr"](model, sc["image"], roi, 1, config=CONFIGS["pdcr"](**SMALL["pdcr"]), **extra)
+    gen = _gen("pdcr", model, sc["image"], roi, config=_cfg("pdcr", **SMALL["pdcr"]), **extra)
     next(gen)
     assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
     gen.close()  # abandoned, as a cancelled worker does
@@ -118,7 +128,7 @@ def test_paused_or_abandoned_explainers_leave_thread_and_model_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    drive(EXPLAINERS["misure"](m_model, m_sc["image"], m_roi, 1, config=CONFIGS["misure"](**SMALL["misure"])))
+    drive(_gen("misure", m_model, m_sc["image"], m_roi, config=_cfg("misure", **SMALL["misure"])))
     assert probe.weight.grad is None and probe.bias.grad is None, "the user's model gets no gradients"
     assert torch.equal(torch.rand(3), expected), "torch's global random state is untouched"
 
@@ -128,4 +138,4 @@ def test_misure_roi_shape_is_checked():
 
     model, sc, _, _ = _setup("misure")
     with pytest.raises(IncompatibleInputError, match="RoI shape"):
-        drive(EXPLAINERS["misure"](model, sc["image"], np.ones((10, 10), bool), 1))
+        drive(_gen("misure", model, sc["image"], np.ones((10, 10), bool)))

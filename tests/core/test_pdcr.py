@@ -11,7 +11,7 @@ import known_models as km
 from napari_seg_explain.core.errors import IncompatibleInputError, UserError
 from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr
 from napari_seg_explain.core.models import SegmentationModel
-from napari_seg_explain.core.perturbations import pool_from_arrays
+from napari_seg_explain.core.perturb.pools import pool_from_arrays
 from napari_seg_explain.core.rois import roi_from_box
 
 CFG = PdCRConfig(n=12)
@@ -70,7 +70,7 @@ def test_whole_map_matches_the_authors_loop_one_image_at_a_time():
     same draws gives the same map everywhere: screened-out zeros, ATEs, thresholded zeros and NaN."""
     import torch
 
-    from napari_seg_explain.core.rois import blocks_touching
+    from napari_seg_explain.core.perturb.grid import blocks_touching
 
     cfg = PdCRConfig(n=10, seed=3, batch_size=7, screen=3)
     expl, sc = _run(config=cfg)
@@ -150,7 +150,8 @@ def test_partial_edge_blocks_and_non_multiple_sizes():
     assert expl.stats["n_blocks"] == 64 - 4
 
 
-@pytest.mark.parametrize("bad", [{"patch": 0}, {"n": 0}, {"screen": 0}, {"tau": -1}, {"batch_size": 0}])
+@pytest.mark.parametrize("bad", [{"patch": 0}, {"n": 0}, {"screen": 0}, {"tau": -1}, {"tau": float("nan")},
+                                 {"threshold": 1.0}, {"batch_size": -1}])
 def test_bad_parameters_name_themselves(bad):
     with pytest.raises(UserError, match=next(iter(bad))):
         PdCRConfig(**bad)

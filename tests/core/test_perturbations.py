@@ -12,7 +12,7 @@ import known_models as km
 from napari_seg_explain.core.errors import UserError
 from napari_seg_explain.core.images import Image
 from napari_seg_explain.core.models import SegmentationModel
-from napari_seg_explain.core.perturbations import pool_from_image_itself, pool_from_paths, pool_from_volume
+from napari_seg_explain.core.perturb.pools import pool_from_image_itself, pool_from_paths, pool_from_volume
 
 
 @pytest.fixture
@@ -20,7 +20,8 @@ def model():
     return SegmentationModel(km.CueModel(), device="cpu")
 
 
-def test_volume_pool_leaves_out_the_slice_its_neighbours_and_empty_slices(model):
+def test_volume_pool_leaves_out_the_slice_and_its_neighbours_but_keeps_empty_slices(model):
+    """The pool is the data's distribution: an empty (constant) slice is part of it."""
     rng = np.random.default_rng(0)
     vol = rng.uniform(size=(1, 16, 16, 12)).astype(np.float32)
     for z in range(11):
@@ -29,7 +30,8 @@ def test_volume_pool_leaves_out_the_slice_its_neighbours_and_empty_slices(model)
     img = Image(vol, (1.0, 1.0, 1.0), np.eye(4))
     pool = pool_from_volume(model, img, slice_index=5, exclude=2)
     tags = sorted(int(t) - 100 for t in pool.images[:, 0, 0, 0].tolist())
-    assert tags == [0, 1, 2, 8, 9, 10]
+    assert tags == [-100, 0, 1, 2, 8, 9, 10]  # -100: the empty slice
+    assert pool.n_constant == 1
     with pytest.raises(UserError, match=">= 0"):
         pool_from_volume(model, img, 5, exclude=-1)
 

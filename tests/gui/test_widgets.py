@@ -266,7 +266,7 @@ def test_cancel_with_keep_partial_keeps_a_partial_layer(qtbot, viewer_widget, sl
     assert L.PDCR_MAP not in viewer.layers
     # block by block: estimated blocks are numbers (0 = irrelevant), blocks not yet estimated are NaN, like the
     # RoI and the blocks touching it
-    from napari_seg_explain.core.rois import blocks_touching
+    from napari_seg_explain.core.perturb.grid import blocks_touching
 
     plane = partial.data[Z]
     roi = np.zeros(plane.shape, bool)

@@ -21,3 +21,7 @@ class IncompatibleInputError(UserError):
 
 class Cancelled(Exception):
     """Raised inside a running explainer when the caller asked it to stop."""
+
+
+class OutOfMemory(UserError):
+    """The device ran out of memory on a batch (the engine halves the batch and retries)."""

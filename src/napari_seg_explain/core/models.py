@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import IncompatibleInputError, ModelLoadError, UserError
+from .errors import IncompatibleInputError, ModelLoadError, OutOfMemory, UserError
 from .modelcard import ModelCard, find_card, load_card
 
 if TYPE_CHECKING:
@@ -214,6 +214,7 @@ class SegmentationModel:
         self.sha256 = sha256 or (sha256_module(net) if isinstance(net, torch.nn.Module) else "unknown")
         self.per_sample = False  # set when an exported program refuses batches > 1
         self.forward_passes = 0  # images passed through the network so far
+        self.batch_sizes: dict[tuple[int, ...], int] = {}  # automatic batch size per input shape (engine.py)
 
     # --- description -------------------------------------------------------------------------
     @property
@@ -237,21 +238,26 @@ class SegmentationModel:
                 "pick an image with matching contrasts (an RGB file for a grayscale model? save it as grayscale)")
 
     # --- preprocessing -----------------------------------------------------------------------
-    def normalize(self, x: "torch.Tensor") -> "torch.Tensor":
-        """Intensity normalisation from the card, per image and per channel. ``x``: (B, C, *spatial)."""
+    def normalize(self, x: "torch.Tensor", like: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """Intensity normalisation from the card, per image and per channel. ``x``: (B, C, *spatial).
+
+        ``like``: take the statistics (min/max, mean/std) from this ``(1, C, *S)`` image instead of each image
+        of ``x`` (replacement crops are mapped as the explained image is).
+        """
         import torch
 
         x = x.to(self.device, torch.float32)
         method = self.card.normalization
         if method == "none":
             return x
-        dims = tuple(range(2, x.ndim))
+        ref = x if like is None else like.to(self.device, torch.float32)
+        dims = tuple(range(2, ref.ndim))
         if method == "minmax":
-            lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+            lo, hi = ref.amin(dim=dims, keepdim=True), ref.amax(dim=dims, keepdim=True)
             scale = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
             return (x - lo) / scale
         if method == "zscore":
-            mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
+            mean, std = ref.mean(dim=dims, keepdim=True), ref.std(dim=dims, keepdim=True)
             return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
         lo = self.card.ct_center - self.card.ct_width / 2
         return (x.clamp(lo, lo + self.card.ct_width) - lo) / self.card.ct_width
@@ -334,8 +340,8 @@ class SegmentationModel:
             try:
                 logits = self._run(xf)
             except torch.OutOfMemoryError as exc:
-                raise UserError(f"the {self.device} ran out of memory on a batch of {x.shape[0]} images: lower "
-                                "the batch size (--batch-size) or use a smaller input") from exc
+                raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {x.shape[0]} images: lower "
+                                  "the batch size (--batch-size) or use a smaller input") from exc
             except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
                 raise IncompatibleInputError(
                     f"model {self.name!r} failed on an input of shape {tuple(xf.shape)}: {exc}. Check that the "

@@ -75,8 +75,10 @@ def _jsonable(obj: Any) -> Any:
 class Explanation:
     """Result of one explainer run.
 
-    ``map``: ``(H, W)`` float32 in the explained 2-D image's pixel grid (PdCR: ATE in Dice points,
-    NaN where not evaluated; MiSuRe: saliency in [0, 1]). ``maps``: further named maps of the same shape.
+    ``map``: float32 of the explained image's spatial shape (2-D ``(H, W)`` or 3-D), in its pixel grid
+    (PdCR: ATE in Dice points, NaN where not evaluated; MiSuRe: saliency in [0, 1]). ``maps``: further named
+    maps of the same shape. ``run``: which run this is (``id``, ``roi_name``, ``class_name``, ``target``), set
+    by :class:`~napari_seg_explain.core.jobs.ExplainJob`.
     """
 
     method: str
@@ -89,12 +91,17 @@ class Explanation:
     deviations: list[str] = field(default_factory=list)
     geometry: dict[str, Any] = field(default_factory=dict)  # source image, slice index, spacing, affine
     warnings: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run.get("id") or self.method)
 
     def metadata(self) -> dict[str, Any]:
         """Everything except the arrays, JSON-serialisable (what the sidecar and ``layer.metadata`` hold)."""
         return _jsonable({
             "method": self.method, "stats": self.stats, "params": self.params, "provenance": self.provenance,
-            "deviations": self.deviations, "geometry": self.geometry, "warnings": self.warnings,
+            "deviations": self.deviations, "geometry": self.geometry, "warnings": self.warnings, "run": self.run,
             "map_shape": list(self.map.shape), "maps": sorted(self.maps),
             "roi_pixels": int(self.roi.sum()) if self.roi is not None else None,
         })
@@ -178,7 +185,7 @@ class Explanation:
         return cls(method=meta["method"], map=read(path).astype(np.float32), roi=roi, maps=maps,
                    stats=meta.get("stats", {}), params=meta.get("params", {}),
                    provenance=meta.get("provenance", {}), deviations=meta.get("deviations", []),
-                   geometry=geom, warnings=meta.get("warnings", []))
+                   geometry=geom, warnings=meta.get("warnings", []), run=meta.get("run") or {})
 
 
 def _write_plain_nifti(path: Path, arr: np.ndarray) -> None:

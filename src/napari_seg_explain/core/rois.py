@@ -1,4 +1,4 @@
-"""Regions of interest as boolean masks ``(H, W)`` from boxes, polygons and label masks."""
+"""Regions of interest as boolean masks of an image's spatial shape (2-D or 3-D): boxes, polygons, label masks."""
 
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ def roi_from_box(shape: tuple[int, int], y0: int, x0: int, y1: int, x1: int) -> 
     return mask
 
 
+def roi_from_bounds(shape: tuple[int, ...], starts: tuple[int, ...], stops: tuple[int, ...]) -> np.ndarray:
+    """N-D box: ``starts``/``stops`` per axis (end exclusive) -> mask. Must lie inside the image."""
+    if not (len(shape) == len(starts) == len(stops)):
+        raise UserError(f"a RoI box on a {len(shape)}-D image needs {len(shape)} starts and stops")
+    if not all(0 <= a < b <= s for a, b, s in zip(starts, stops, shape)):
+        raise UserError(f"RoI box {list(starts)}:{list(stops)} does not lie inside the image of shape {tuple(shape)} "
+                        "(give starts < stops inside the image, end exclusive)")
+    mask = np.zeros(shape, dtype=bool)
+    mask[tuple(slice(a, b) for a, b in zip(starts, stops))] = True
+    return mask
+
+
 def roi_from_polygon(shape: tuple[int, int], vertices: np.ndarray) -> np.ndarray:
     """Polygon given as ``(N, 2)`` (row, col) vertices -> mask of the pixels whose centres lie inside."""
     from matplotlib.path import Path
@@ -33,10 +45,11 @@ def roi_from_polygon(shape: tuple[int, int], vertices: np.ndarray) -> np.ndarray
     return _check_nonempty(mask, "polygon")
 
 
-def roi_from_mask(mask: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+def roi_from_mask(mask: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Any array whose non-zero pixels are the RoI -> boolean mask (checked against ``shape``)."""
     m = np.asarray(mask)
-    m = m.squeeze() if m.ndim > 2 else m
+    if shape is not None and m.ndim > len(shape):
+        m = m.squeeze()
     if shape is not None and m.shape != tuple(shape):
         raise UserError(f"RoI mask has shape {m.shape} but the explained image is {tuple(shape)}")
     return _check_nonempty(m != 0, "mask")
@@ -46,12 +59,3 @@ def _check_nonempty(mask: np.ndarray, what: str) -> np.ndarray:
     if not mask.any():
         raise UserError(f"the RoI {what} covers no pixel of the image; draw it over the structure to explain")
     return mask
-
-
-def blocks_touching(mask: np.ndarray, block: int) -> np.ndarray:
-    """``(ny, nx)`` bool: which blocks of a ``block``-sized grid contain a pixel of ``mask``."""
-    h, w = mask.shape
-    ny, nx = -(-h // block), -(-w // block)
-    padded = np.zeros((ny * block, nx * block), dtype=bool)
-    padded[:h, :w] = mask
-    return padded.reshape(ny, block, nx, block).any(axis=(1, 3))

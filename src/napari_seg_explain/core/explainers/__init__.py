@@ -1,16 +1,17 @@
-"""Explainers: one module per method, one contract.
+"""Explainers: one module per method, one contract, one registry.
 
-Each explainer is a generator ``f(model, image, roi, target, **options)`` that yields
+Each method module defines a generator ``f(model, image, roi, target, *, config, ...)`` that yields
 :class:`~napari_seg_explain.core.progress.Progress` and returns an
-:class:`~napari_seg_explain.core.results.Explanation`; ``explain_<name>`` is the blocking form.
+:class:`~napari_seg_explain.core.results.Explanation` (``explain_<name>`` is the blocking form), and
+registers an :class:`~.base.ExplainerSpec` that the CLI, the widget, the layers and the results folder read.
 """
 
 from __future__ import annotations
 
+from . import registry
+from .base import ExplainerSpec, ResultLayer, Stat, param
 from .misure import MiSuReConfig, explain_misure, misure
 from .pdcr import PdCRConfig, explain_pdcr, pdcr
 
-EXPLAINERS = {"pdcr": pdcr, "misure": misure}
-CONFIGS = {"pdcr": PdCRConfig, "misure": MiSuReConfig}
-
-__all__ = ["EXPLAINERS", "CONFIGS", "PdCRConfig", "MiSuReConfig", "pdcr", "misure", "explain_pdcr", "explain_misure"]
+__all__ = ["registry", "ExplainerSpec", "ResultLayer", "Stat", "param", "PdCRConfig", "MiSuReConfig", "pdcr",
+           "misure", "explain_pdcr", "explain_misure"]

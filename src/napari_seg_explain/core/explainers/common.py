@@ -15,25 +15,41 @@ if TYPE_CHECKING:
     from ..models import SegmentationModel
 
 
-def check_image2d(model: "SegmentationModel", image: np.ndarray) -> np.ndarray:
-    """Validate a 2-D ``(C, H, W)`` image (``(H, W)`` becomes one channel) against the model; float32 copy."""
+def check_image(model: "SegmentationModel", image: np.ndarray, dims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """Validate a ``(C, *S)`` image (``S`` alone becomes one channel) against the model; float32 copy.
+
+    ``len(S)`` must be the model's spatial dimensions and one of the method's ``dims``.
+    """
     arr = np.asarray(image)
-    if arr.ndim == 2:
+    nd = model.card.spatial_dims
+    if arr.ndim == nd:
         arr = arr[None]
-    if arr.ndim != 3:
-        raise IncompatibleInputError(f"expected a 2-D image (C, H, W), got shape {arr.shape}; "
-                                     "pick a slice of a volume (--slice Z)")
-    if model.card.spatial_dims != 2:
-        raise IncompatibleInputError(f"model {model.name!r} is {model.card.spatial_dims}-D; these explainers "
-                                     "explain 2-D models (one slice at a time)")
+    if arr.ndim != nd + 1:
+        hint = "; pick a slice of a volume (--slice Z)" if nd == 2 else ""
+        raise IncompatibleInputError(f"model {model.name!r} is {nd}-D: expected an image (C, {nd} spatial axes), "
+                                     f"got shape {arr.shape}{hint}")
+    if nd not in dims:
+        raise IncompatibleInputError(f"model {model.name!r} is {nd}-D; this method explains "
+                                     f"{' or '.join(f'{d}-D' for d in dims)} models")
     model.check_channels(arr.shape[0])
     if not np.isfinite(arr).all():
         raise IncompatibleInputError("the image contains NaN or infinite values")
     return np.array(arr, dtype=np.float32, copy=True)
 
 
-def provenance(model: "SegmentationModel", t_start: float, forward_passes: int, seed: int) -> dict[str, Any]:
-    """Model hash, versions, device, seed, forward passes and wall time of one run."""
+def check_mask(mask: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """A bool mask (RoI, label) of the image's spatial ``shape``, or None."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise IncompatibleInputError(f"{what} shape {m.shape} differs from the image's {tuple(shape)}")
+    return m
+
+
+def provenance(model: "SegmentationModel", t_start: float, forward_passes: int, seed: int,
+               **extra: Any) -> dict[str, Any]:
+    """Model hash, versions, device, seed, forward passes, wall time (and e.g. the batch size) of one run."""
     return {"model": model.describe(), "versions": versions(), "seed": int(seed),
             "forward_passes": int(forward_passes), "wall_time_s": round(time.perf_counter() - t_start, 4),
-            "finished_at": now_iso(), "platform": platform.platform()}
+            "finished_at": now_iso(), "platform": platform.platform()} | extra

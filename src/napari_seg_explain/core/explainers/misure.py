@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import IncompatibleInputError, UserError
+from ..engine import Engine
+from ..errors import UserError
 from ..metrics import dice
 from ..progress import Progress, drive
-from .common import check_image2d, provenance
+from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .common import check_image, check_mask, provenance
+from .registry import register
 
 if TYPE_CHECKING:
     import torch
@@ -36,45 +39,49 @@ if TYPE_CHECKING:
 class MiSuReConfig:
     """MiSuRe parameters (defaults: paper / first author's code; see docs/methods.md)."""
 
-    dice_threshold: float = 0.9  # stage 1 stops when Dice(pred(X), pred(X * M)) exceeds this
-    kernel: int = 7  # diameter of the dilation disk
-    max_dilations: int = 50  # cap on stage-1 dilations
-    param_size: int = 224  # resolution of the optimised mask parameter
-    iterations: int = 100
-    lr: float = 0.1  # paper (the code uses 0.01)
-    l1: float = 0.5  # lambda: sparsity weight on mean |M| inside the sufficient region
-    tv: float = 1.0  # gamma: total-variation weight
-    tv_beta: float = 2.0  # beta of TV_beta
-    alpha_background: float = 0.5
-    alpha_class: float = 0.5
-    cutoff: float = 0.2  # saliency values below this become 0
-    threshold: float = 0.5  # probability threshold for the predicted mask
-    seed: int = 0
-    batch_size: int = 8  # stage-1 dilations evaluated per forward batch
+    dice_threshold: float = param(0.9, lo=1e-6, hi=1.0, step=0.01, label="Dice to reach",
+                                  tip="stage 1 stops when Dice(pred(X), pred(X * M)) exceeds this (paper: 0.9)")
+    kernel: int = param(7, lo=1, hi=99, label="Dilation disk", tip="diameter of the dilation disk (paper: 7)")
+    max_dilations: int = param(50, lo=0, hi=1000, label="Max dilations", tip="cap on stage-1 dilations")
+    param_size: int = param(224, lo=8, hi=4096, label="Mask size",
+                            tip="resolution of the optimised mask parameter (paper: 224)")
+    iterations: int = param(100, lo=0, hi=100000, label="Iterations", advanced=False,
+                            tip="MiSuRe optimisation iterations (paper: 100)")
+    lr: float = param(0.1, lo=1e-9, hi=100.0, step=0.01, label="Learning rate", tip="AdamW (paper 0.1; code 0.01)")
+    l1: float = param(0.5, lo=0.0, hi=1e6, step=0.1, label="λ (sparsity)", tip="weight of mean |M| in the region")
+    tv: float = param(1.0, lo=0.0, hi=1e6, step=0.1, label="γ (smoothness)", tip="total-variation weight")
+    tv_beta: float = param(2.0, lo=1.0, hi=10.0, step=0.5, label="β (TV)", tip="exponent of TV_beta")
+    alpha_background: float = param(0.5, lo=0.0, hi=1e6, step=0.1, label="α background",
+                                    tip="weight of the background soft Dice")
+    alpha_class: float = param(0.5, lo=0.0, hi=1e6, step=0.1, label="α class", tip="weight of the class soft Dice")
+    cutoff: float = param(0.2, lo=0.0, hi=1 - 1e-6, step=0.05, label="Cut-off",
+                          tip="saliency values below this become 0 (paper: 0.2)")
+    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
+                             tip="probability threshold of the predicted mask")
+    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="recorded; the method draws nothing at random")
+    batch_size: int = param(0, lo=0, hi=65536, label="Batch size",
+                            tip="stage-1 dilations per forward pass; 0 = automatic")
 
     def __post_init__(self) -> None:
-        checks = {"dice_threshold": 0 < self.dice_threshold <= 1, "kernel": self.kernel >= 1,
-                  "max_dilations": self.max_dilations >= 0, "param_size": self.param_size >= 8,
-                  "iterations": self.iterations >= 0, "lr": self.lr > 0, "l1": self.l1 >= 0, "tv": self.tv >= 0,
-                  "tv_beta": self.tv_beta >= 1, "cutoff": 0 <= self.cutoff < 1, "batch_size": self.batch_size >= 1,
-                  "threshold": 0 < self.threshold < 1,
-                  "alpha_background": self.alpha_background >= 0, "alpha_class": self.alpha_class >= 0}
-        for name, ok in checks.items():
-            if not ok:
-                raise UserError(f"MiSuRe parameter {name} has an invalid value ({getattr(self, name)})")
+        check_ranges(self, "MiSuRe")
 
 
-def disk(diameter: int) -> np.ndarray:
+def disk(diameter: int, ndim: int = 2) -> np.ndarray:
+    """A disk (2-D) or ball (3-D) of ``diameter`` pixels: the dilation's structuring element."""
     r = (diameter - 1) / 2
-    yy, xx = np.mgrid[:diameter, :diameter]
-    return (yy - r) ** 2 + (xx - r) ** 2 <= r ** 2 + 1e-9
+    grids = np.mgrid[tuple(slice(0, diameter) for _ in range(ndim))]
+    return sum((g - r) ** 2 for g in grids) <= r ** 2 + 1e-9
 
 
 def total_variation(m: "torch.Tensor", beta: float) -> "torch.Tensor":
-    """TV_beta of ``(H, W)``: mean over pixels of (dx^2 + dy^2)^(beta / 2)."""
-    dx = m[:-1, 1:] - m[:-1, :-1]
-    dy = m[1:, :-1] - m[:-1, :-1]
-    return ((dx ** 2 + dy ** 2 + 1e-12) ** (beta / 2)).mean()
+    """TV_beta of a 2-D or 3-D mask: mean over pixels of (sum of squared forward differences)^(beta / 2)."""
+    nd = m.ndim
+    base = m[(slice(0, -1),) * nd]
+    sq = 0
+    for axis in range(nd):
+        shifted = m[tuple(slice(1, None) if a == axis else slice(0, -1) for a in range(nd))]
+        sq = sq + (shifted - base) ** 2
+    return ((sq + 1e-12) ** (beta / 2)).mean()
 
 
 def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None = None, target: int = 1, *,
@@ -82,7 +89,7 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
            ) -> Generator[Progress, None, "Explanation"]:
     """Generator form of MiSuRe: yields :class:`Progress`, returns an :class:`Explanation`.
 
-    ``image``: ``(C, H, W)``; ``roi``: optional ``(H, W)`` bool limiting the explained object (and the Dice)
+    ``image``: ``(C, *S)``; ``roi``: optional bool of shape ``S`` limiting the explained object (and the Dice)
     to part of the image (default: the whole image, as in the paper); ``target``: class index.
     Result: ``map`` = minimally sufficient saliency in [0, 1]; ``maps['sufficient_region']`` (uint8).
     """
@@ -98,15 +105,19 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
                         "gives no gradients. Use PdCR, or load the model as TorchScript/state dict")
     t_start = time.perf_counter()
     cfg = config
-    image = check_image2d(model, image)
-    h, w = image.shape[1:]
-    scope = np.ones((h, w), bool) if roi is None else np.asarray(roi, bool)
-    if scope.shape != (h, w):
-        raise IncompatibleInputError(f"RoI shape {scope.shape} differs from the image's {(h, w)}")
+    image = check_image(model, image, dims=SPEC_DIMS)
+    shape = image.shape[1:]
+    nd = len(shape)
+    scope = np.ones(shape, bool) if roi is None else check_mask(roi, shape, "RoI").astype(bool)
     dev = model.device
     scope_t = torch.as_tensor(scope.ravel(), device=dev).nonzero()[:, 0]
     passes0 = model.forward_passes
     warnings_out: list[str] = []
+    engine = Engine(model, cfg.batch_size)
+    mode = "bilinear" if nd == 2 else "trilinear"
+
+    def class_in_scope(probs: "torch.Tensor") -> "torch.Tensor":
+        return class_probability(probs, target).reshape(len(probs), -1)[:, scope_t]
 
     with model.eval_mode():
         with torch.no_grad():  # not inference_mode: x takes part in stage 2's autograd graph
@@ -120,26 +131,24 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
 
         # stage 1: dilate the predicted mask until the masked image reproduces the prediction
         masks = [y0]
-        se = disk(cfg.kernel)
+        se = disk(cfg.kernel, nd)
         for _ in range(cfg.max_dilations):
             masks.append(ndimage.binary_dilation(masks[-1], structure=se))
-        found, stage1, evaluated = None, [], 0
+        masks_t = torch.as_tensor(np.stack(masks), device=dev, dtype=torch.float32)
         total = 1 + len(masks) + cfg.iterations + 1  # + the unperturbed and the final pass
-        for start in range(0, len(masks), cfg.batch_size):
-            chunk = torch.as_tensor(np.stack(masks[start:start + cfg.batch_size]), device=dev, dtype=torch.float32)
-            with torch.inference_mode():
-                p = class_probability(model.forward_normalized(x * chunk[:, None]), target)
-            d = dice((p.reshape(len(chunk), -1)[:, scope_t] > cfg.threshold).float(), y0_t).cpu().numpy()
-            stage1 += d.tolist()
-            evaluated += len(chunk)
-            yield Progress(1 + evaluated, total, "sufficient region")
-            hits = np.nonzero(d > cfg.dice_threshold)[0]
-            if len(hits):
-                found = start + int(hits[0])
-                stage1 = stage1[: found + 1]  # the batch may have evaluated further dilations
-                break
-        if found is None:
-            found = len(masks) - 1
+
+        def reproduced(d: "torch.Tensor", done: int) -> bool:
+            return bool((d[:done] > cfg.dice_threshold).any())
+
+        d1 = yield from engine.run(
+            len(masks), lambda a, b: x * masks_t[a:b, None],
+            lambda p: dice((class_in_scope(p) > cfg.threshold).float(), y0_t), stage="sufficient region",
+            done0=1, total=total, shape=tuple(x.shape[1:]), until=reproduced)
+        evaluated = int((~torch.isnan(d1)).sum())
+        hits = (d1 > cfg.dice_threshold).nonzero()[:, 0]
+        found = int(hits[0]) if len(hits) else len(masks) - 1
+        stage1 = d1[: found + 1].tolist()
+        if not len(hits):
             warnings_out.append(f"stage 1 reached the cap of {cfg.max_dilations} dilations without Dice > "
                                 f"{cfg.dice_threshold} (best {max(stage1):.3f}); the sufficient region is the "
                                 "last dilation")
@@ -149,35 +158,36 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
         # stage 2: optimise a sparse, smooth mask inside the sufficient region
         sr_t = torch.as_tensor(sr, device=dev, dtype=torch.float32)
         init = torch.as_tensor(np.where(y0, 1.0, np.where(sr, 0.5, 0.0)), device=dev, dtype=torch.float32)
-        param = F.interpolate(init[None, None], size=(cfg.param_size, cfg.param_size), mode="bilinear",
-                              align_corners=False).clone().requires_grad_(True)
-        opt = torch.optim.AdamW([param], lr=cfg.lr)
+        size = tuple(min(cfg.param_size, s) if nd == 3 else cfg.param_size for s in shape)
+        param_t = F.interpolate(init[None, None], size=size, mode=mode, align_corners=False)
+        param_t = param_t.clone().requires_grad_(True)
+        opt = torch.optim.AdamW([param_t], lr=cfg.lr)
         n_sr = sr_t.sum().clamp(min=1)
 
         def mask_of(prm: "torch.Tensor") -> "torch.Tensor":
-            up = F.interpolate(prm, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            up = F.interpolate(prm, size=shape, mode=mode, align_corners=False)[0, 0]
             return up.clamp(0, 1) * sr_t
 
         for it in range(cfg.iterations):
             # grad mode is thread-local: set it per step, never across a yield; gradients go to the mask
             # parameter only (autograd.grad), so the user's model parameters keep their .grad untouched
             with torch.inference_mode(False), torch.enable_grad():
-                m = mask_of(param)
-                p = class_probability(model.forward_normalized(x * m), target).reshape(-1)[scope_t]
-                sd_cls = dice(p[None], y0_t)[0]
-                sd_bg = dice(1 - p[None], 1 - y0_t)[0]
+                m = mask_of(param_t)
+                p = class_in_scope(model.forward_normalized(x * m))
+                sd_cls = dice(p, y0_t)[0]
+                sd_bg = dice(1 - p, 1 - y0_t)[0]
                 loss = (cfg.l1 * m.abs().sum() / n_sr + cfg.tv * total_variation(m, cfg.tv_beta)
                         + 1 - (cfg.alpha_background * sd_bg + cfg.alpha_class * sd_cls))
-                (param.grad,) = torch.autograd.grad(loss, [param])
+                (param_t.grad,) = torch.autograd.grad(loss, [param_t])
             opt.step()
             if it % 5 == 4 or it == cfg.iterations - 1:
                 yield Progress(1 + evaluated + it + 1, total, "minimal region")
 
         with torch.inference_mode():
-            sal = mask_of(param.detach())
+            sal = mask_of(param_t.detach())
             sal = torch.where(sal < cfg.cutoff, torch.zeros_like(sal), sal)
-            p_final = class_probability(model.forward_normalized(x * sal), target).reshape(-1)[scope_t]
-            d_expl = float(dice((p_final[None] > cfg.threshold).float(), y0_t)[0])
+            p_final = class_in_scope(model.forward_normalized(x * sal))
+            d_expl = float(dice((p_final > cfg.threshold).float(), y0_t)[0])
         yield Progress(total, total, "done")
     sal_np = sal.cpu().numpy().astype(np.float32)
     n_obj = int(y0.sum())
@@ -195,11 +205,36 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
                     "inside the RoI (the paper explains the whole predicted class).")
     return Explanation(method="misure", map=sal_np, roi=roi if roi is not None else None,
                        maps={"sufficient_region": sr.astype(np.uint8)}, stats=stats, params=params,
-                       provenance=provenance(model, t_start, stats["forward_passes"], cfg.seed), deviations=devs,
-                       geometry=dict(geometry or {}), warnings=warnings_out)
+                       provenance=provenance(model, t_start, stats["forward_passes"], cfg.seed, **engine.describe()),
+                       deviations=devs, geometry=dict(geometry or {}), warnings=warnings_out)
 
 
 def explain_misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None = None, target: int = 1,
                    progress=None, cancel=None, **kwargs: Any) -> "Explanation":
     """Blocking MiSuRe; ``progress(Progress)`` callback, ``cancel()`` check. See :func:`misure`."""
     return drive(misure(model, image, roi, target, **kwargs), progress, cancel)
+
+
+def estimate(config: MiSuReConfig, roi: Any) -> int:
+    """Upper bound of forward passes: every dilation checked, a forward and backward per step, the final pass."""
+    return 2 + config.max_dilations + 1 + 2 * config.iterations
+
+
+def summary(expl: "Explanation") -> str:
+    s = expl.stats
+    return (f"MiSuRe done: Dice explained {s.get('dice_explained', 0):.2f}, "
+            f"perturbation ratio {s.get('perturbation_ratio', 0):.2f}")
+
+
+SPEC_DIMS = (2, 3)
+SPEC = register(ExplainerSpec(
+    name="misure", title="MiSuRe", paper="Hasany et al. 2024", config=MiSuReConfig, run=misure,
+    needs=frozenset({"roi_optional", "gradients"}), dims=SPEC_DIMS,
+    stats=(Stat("dice_explained", "Dice explained", "{:.2f}"), Stat("perturbation_ratio", "perturbation ratio",
+                                                                      "{:.2f}"),
+           Stat("dilations", "dilations", "{:d}"), Stat("sufficient_region_pixels", "sufficient region (px)", "{:d}"),
+           Stat("saliency_pixels", "saliency (px)", "{:d}")),
+    layers=(ResultLayer("sufficient_region", "sufficient region", "mask"),
+            ResultLayer("map", "saliency", "saliency", colorbar=True), ResultLayer("roi", "RoI", "outline")),
+    estimate=estimate, summary=summary,
+    description="The smallest, smoothest part of the image that still reproduces the segmentation."))

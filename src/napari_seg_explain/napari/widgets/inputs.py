@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels, Layer, Shapes
 
     from ...core.models import SegmentationModel
-    from ...core.perturbations import TilePool
+    from ...core.perturb.pools import TilePool
 
 AREA_SHAPES = ("rectangle", "polygon", "ellipse")
 
@@ -233,7 +233,7 @@ class PoolSpec:
     description: str = ""
 
     def planes(self) -> list[np.ndarray]:
-        """The pool's 2-D images as ``(C, H, W)`` float32 (constant images skipped)."""
+        """The pool's 2-D images as ``(C, H, W)`` float32."""
         out: list[np.ndarray] = []
         if self.kind == "volume":
             vol = self.arrays[0]
@@ -249,10 +249,10 @@ class PoolSpec:
                 else:
                     stack = [np.asarray(data[k])[None] for k in range(data.shape[0])]
                 out += [np.asarray(s, dtype=np.float32) for s in stack]
-        return [p for p in out if np.ptp(p) > 0]
+        return out  # constant images included: the pool is the data's distribution
 
     def build(self, model: "SegmentationModel", block: int) -> "TilePool | None":
-        from ...core.perturbations import pool_from_arrays, pool_from_paths
+        from ...core.perturb.pools import pool_from_arrays, pool_from_paths
 
         if self.kind == "self":
             return None  # PdCR falls back to the image itself and records a warning

@@ -178,7 +178,7 @@ def explain_to_layers_job(req: ExplainRequest, geom: Any) -> Generator[Progress,
 # ----------------------------------------------------------------------------------- cost estimate
 def pdcr_blocks(roi: np.ndarray, patch: int) -> int:
     """Number of blocks PdCR evaluates (those not touching the RoI)."""
-    from ...core.rois import blocks_touching
+    from ...core.perturb.grid import blocks_touching
 
     return int((~blocks_touching(np.asarray(roi, bool), patch)).sum())
 

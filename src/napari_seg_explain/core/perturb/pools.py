@@ -1,0 +1,201 @@
+"""Where replacement blocks come from: random crops of *other* images of the dataset (N-D).
+
+A :class:`TilePool` holds the pool images in their raw intensities, padded into one tensor ``(P, C, *Smax)``
+on the model's device. Every image counts, background and constant ones included: the pool is the data's
+distribution (dropping constant tiles makes every replacement insert tissue, and a model with group or
+instance normalisation then finds every block "supporting"). A folder of pre-cut tiles in the PdCR
+authors' format (``<image>_<row>_<col>.png``, one block each) is such a pool.
+
+Crops are mapped into the model's input space with the *explained image's* normalisation
+(:meth:`TilePool.bind`): the perturbed image is the raw image with raw crops pasted in, as the model would
+see it, and nothing else of the image changes. Draws are uniform with replacement (pool image, then
+position), all from one seeded CPU generator, so a seed gives the same tiles on any device and batch size.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import IncompatibleInputError, UserError
+from .grid import block_index
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..images import Image
+    from ..models import SegmentationModel
+
+
+@dataclass
+class TilePool:
+    """Raw pool images ``(P, C, *Smax)`` with each image's valid spatial size ``(P, D)``."""
+
+    images: "torch.Tensor"
+    sizes: "torch.Tensor"
+    source: str
+    avoid_self_overlap: bool = False  # True when the pool is the explained image itself
+    n_constant: int = 0
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def spatial_ndim(self) -> int:
+        return int(self.sizes.shape[1])
+
+    def describe(self) -> dict:
+        return {"source": self.source, "n_images": self.n_images, "n_constant_images": self.n_constant,
+                "self_pool": self.avoid_self_overlap, "intensity_space": "raw, normalised as the explained image"}
+
+    def bind(self, model: "SegmentationModel", image: "torch.Tensor") -> "TilePool":
+        """The pool in the model's input space, normalised with the statistics of ``image`` ``(1, C, *S)``."""
+        if image.shape[1] != self.images.shape[1]:
+            raise IncompatibleInputError(f"pool images have {self.images.shape[1]} channels, the image {image.shape[1]}")
+        if image.ndim - 2 != self.spatial_ndim:
+            raise IncompatibleInputError(f"pool images are {self.spatial_ndim}-D, the image is {image.ndim - 2}-D")
+        return TilePool(model.normalize(self.images, like=image), self.sizes, self.source, self.avoid_self_overlap,
+                        self.n_constant)
+
+    def draw(self, n: int, block: int, generator: "torch.Generator",
+             avoid: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """Draw ``n`` crops: ``(n, 1 + D)`` long tensor of (pool image, first index per axis), on the CPU.
+
+        ``avoid``: ``(n, D)`` first pixels of the blocks being replaced; for a self-pool, crops that overlap
+        their block are redrawn (the image itself outside the block).
+        """
+        import torch
+
+        sizes = self.sizes.cpu()
+        idx = torch.randint(0, self.n_images, (n,), generator=generator)
+        pos = self._positions(idx, sizes, block, generator)
+        if self.avoid_self_overlap and avoid is not None:
+            for _ in range(100):
+                bad = ((pos - avoid).abs() < block).all(dim=1)
+                if not bad.any():
+                    break
+                pos[bad] = self._positions(idx[bad], sizes, block, generator)
+        return torch.cat([idx[:, None], pos], dim=1)
+
+    @staticmethod
+    def _positions(idx: "torch.Tensor", sizes: "torch.Tensor", block: int, gen: "torch.Generator") -> "torch.Tensor":
+        import torch
+
+        span = (sizes[idx] - block + 1).to(torch.float64)
+        u = torch.rand((len(idx), sizes.shape[1]), generator=gen, dtype=torch.float64)
+        return (u * span).floor().long()
+
+    def crops(self, draws: "torch.Tensor", block: int) -> "torch.Tensor":
+        """Gather crops for ``draws`` ``(n, 1 + D)`` -> ``(n, block, ..., block, C)`` on the pool's device."""
+        d = draws.to(self.images.device)
+        which = d[:, 0].reshape([-1] + [1] * (d.shape[1] - 1))
+        return self.images[(which, slice(None)) + block_index(d[:, 1:], block)]
+
+
+def _stack(model: "SegmentationModel", arrays: Sequence[np.ndarray], source: str, block: int,
+           self_pool: bool = False) -> TilePool:
+    """Pack raw ``(C, *S)`` arrays into a pool; only images smaller than a block are left out."""
+    import torch
+
+    arrays = [np.asarray(a) for a in arrays]
+    small = [a for a in arrays if min(a.shape[1:]) < block]
+    keep = [a for a in arrays if min(a.shape[1:]) >= block]
+    if not keep:
+        raise UserError(f"the perturbation pool ({source}) holds no image of at least {block} pixels per side "
+                        f"({len(small)} smaller ones were refused)")
+    c, nd = keep[0].shape[0], keep[0].ndim - 1
+    for a in keep:
+        if a.shape[0] != c:
+            raise IncompatibleInputError(f"pool images have different channel counts ({c} and {a.shape[0]})")
+        if a.ndim - 1 != nd:
+            raise IncompatibleInputError(f"pool images mix {nd}-D and {a.ndim - 1}-D images")
+    smax = tuple(max(a.shape[1 + i] for a in keep) for i in range(nd))
+    out = torch.zeros((len(keep), c, *smax), dtype=torch.float32, device=model.device)
+    sizes = torch.zeros((len(keep), nd), dtype=torch.long)
+    for i, a in enumerate(keep):
+        out[(i, slice(None)) + tuple(slice(0, s) for s in a.shape[1:])] = torch.as_tensor(
+            np.ascontiguousarray(a, dtype=np.float32), device=model.device)
+        sizes[i] = torch.tensor(a.shape[1:])
+    n_const = sum(1 for a in keep if np.ptp(a) == 0)
+    if small:
+        source += f" ({len(small)} images smaller than a block left out)"
+    return TilePool(out, sizes, source, avoid_self_overlap=self_pool, n_constant=n_const)
+
+
+def _channels_first(a: np.ndarray, spatial_dims: int) -> np.ndarray:
+    a = np.asarray(a)
+    return a[None] if a.ndim == spatial_dims else a
+
+
+def pool_from_arrays(model: "SegmentationModel", arrays: Sequence[np.ndarray], block: int = 8,
+                     source: str = "arrays") -> TilePool:
+    """Pool from in-memory images, each ``(C, *S)`` (or ``S`` alone for one channel)."""
+    nd = model.card.spatial_dims
+    return _stack(model, [_channels_first(a, nd) for a in arrays], source, block)
+
+
+def pool_from_volume(model: "SegmentationModel", image: "Image", slice_index: int, block: int = 8,
+                     exclude: int = 5) -> TilePool:
+    """Other axial slices of the same volume (for a 2-D model), leaving out ``exclude`` neighbours each side."""
+    if exclude < 0:
+        raise UserError(f"the number of neighbouring slices left out of the pool must be >= 0 (got {exclude})")
+    slices = [image.slice2d(z) for z in range(image.n_slices) if abs(z - slice_index) > exclude]
+    if not slices:
+        raise UserError(f"the volume has no slice further than {exclude} slices from slice {slice_index} "
+                        "to draw replacement blocks from; give a pool folder with --pool")
+    return _stack(model, slices, f"other slices of {image.source or 'the volume'} (excluding +-{exclude})", block)
+
+
+def pool_from_image_itself(model: "SegmentationModel", image: np.ndarray, block: int = 8) -> TilePool:
+    """Fallback for a lone image: crops of the image itself, outside the block being replaced."""
+    warnings.warn("no other images to draw replacement blocks from: using crops of the explained image itself "
+                  "(outside each block). Give a pool (--pool) of other images for the paper's setting.",
+                  UserWarning, stacklevel=2)
+    return _stack(model, [_channels_first(image, model.card.spatial_dims)],
+                  "the explained image itself (outside the block)", block, self_pool=True)
+
+
+POOL_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".nrrd", ".mha", ".npy")
+
+
+def _pool_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir() and not any(c.suffix.lower() == ".dcm" for c in p.iterdir()):
+            files += sorted(c for c in p.iterdir() if c.is_file() and c.name.lower().endswith(POOL_IMAGE_SUFFIXES))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UserError(f"pool path {p} does not exist")
+    return files
+
+
+def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLike], block: int = 8,
+                    exclude_source: str | None = None) -> TilePool:
+    """Pool from files and folders (e.g. a folder of pre-cut 8x8 tiles).
+
+    For a 2-D model 2-D images count once and volumes contribute every axial slice; for a 3-D model each
+    volume counts once. ``exclude_source``: the explained image's path, left out if found.
+    """
+    from ..images import read_image
+
+    arrays: list[np.ndarray] = []
+    for f in _pool_files(paths):
+        if exclude_source and Path(f).resolve() == Path(exclude_source).resolve():
+            continue
+        img = read_image(f)
+        if img.spatial_ndim == 2 or model.card.spatial_dims == 3:
+            arrays.append(img.data if img.spatial_ndim == model.card.spatial_dims else img.slice2d())
+        else:
+            arrays += [img.slice2d(z) for z in range(img.n_slices)]
+    if not arrays:
+        raise UserError(f"no usable pool image in {', '.join(map(str, paths))} "
+                        f"(supported: {', '.join(POOL_IMAGE_SUFFIXES)})")
+    return _stack(model, arrays, f"{len(arrays)} images from {', '.join(map(str, paths))}", block)

@@ -1,0 +1,103 @@
+"""The RoI score every perturbation method measures: Dice of the model's prediction inside RoIs.
+
+Reference: a ground-truth label (hard Dice of the prediction binarised at ``threshold``: the PdCR paper's
+setting) or, without a label, the model's own unperturbed prediction (soft Dice on probabilities, so both
+directions of change exist). Several RoIs, each with its own class and reference, are scored from one
+forward pass: ``(B, K, *S)`` probabilities -> ``(B, R)`` Dice points (x100).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import IncompatibleInputError, UserError
+from .metrics import dice
+
+if TYPE_CHECKING:
+    import torch
+
+METRIC_LABEL = "dice_vs_label"
+METRIC_OWN = "soft_dice_vs_own_prediction"
+
+
+class RoIScore:
+    """Dice (points) of class ``targets[r]`` inside ``rois[r]``; call :meth:`prepare` with the unperturbed output.
+
+    ``rois``: one bool mask of shape ``S`` or a sequence of them; ``targets``: one class or one per RoI;
+    ``labels``: None, one array of shape ``S`` (non-zero = the class) or one per RoI (None entries allowed).
+    """
+
+    def __init__(self, rois: np.ndarray | Sequence[np.ndarray], targets: int | Sequence[int] = 1, *,
+                 labels: np.ndarray | Sequence[np.ndarray | None] | None = None, threshold: float = 0.5) -> None:
+        self.rois = [np.asarray(rois, bool)] if isinstance(rois, np.ndarray) else [np.asarray(r, bool) for r in rois]
+        r = len(self.rois)
+        self.targets = [int(targets)] * r if np.isscalar(targets) else [int(t) for t in targets]
+        if labels is None or isinstance(labels, np.ndarray):
+            self.labels = [labels] * r
+        else:
+            self.labels = list(labels)
+        if not (len(self.targets) == len(self.labels) == r):
+            raise ValueError("rois, targets and labels must have one entry per RoI")
+        shape = self.rois[0].shape
+        for i, (m, lab) in enumerate(zip(self.rois, self.labels)):
+            if m.shape != shape:
+                raise IncompatibleInputError(f"RoI {i} has shape {m.shape}, RoI 0 {shape}")
+            if lab is not None and np.asarray(lab).shape != shape:
+                raise IncompatibleInputError(f"label shape {np.asarray(lab).shape} differs from the image's {shape}")
+        self.threshold = float(threshold)
+        self.metrics = [METRIC_LABEL if lab is not None else METRIC_OWN for lab in self.labels]
+        self._prepared = False
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    def prepare(self, probs0: "torch.Tensor") -> "torch.Tensor":
+        """Fix the references from the unperturbed probabilities ``(1, K, *S)``; returns M0 ``(R,)`` (points)."""
+        import torch
+
+        from .models import class_probability
+
+        dev = probs0.device
+        union = np.logical_or.reduce(self.rois)
+        self._idx = torch.as_tensor(np.flatnonzero(union), device=dev)
+        flat = [m.ravel()[union.ravel()] for m in self.rois]
+        self._member = torch.as_tensor(np.stack(flat), device=dev, dtype=torch.float32)  # (R, U)
+        p0 = self._class_probs(probs0, class_probability)[0]  # (R, U)
+        refs = []
+        for i, lab in enumerate(self.labels):
+            if lab is not None:
+                ref = torch.as_tensor(np.asarray(lab).ravel()[union.ravel()] != 0, device=dev).float()
+            else:
+                ref = (p0[i] > self.threshold).float()
+            ref = ref * self._member[i]
+            if ref.sum() == 0:
+                whose = "the label has" if lab is not None else "the model predicts"
+                raise UserError(f"{whose} no pixel of class {self.targets[i]} inside the RoI, so its Dice is 0 "
+                                "whatever is perturbed: draw the RoI over the structure to explain (or pick another "
+                                "class)")
+            refs.append(ref)
+        self._ref = torch.stack(refs)
+        self._hard = torch.tensor([lab is not None for lab in self.labels], device=dev)
+        self._prepared = True
+        return self(probs0)[0]
+
+    def _class_probs(self, probs: "torch.Tensor", class_probability) -> "torch.Tensor":
+        import torch
+
+        flat = [class_probability(probs, t).reshape(len(probs), -1)[:, self._idx] for t in self.targets]
+        return torch.stack(flat, dim=1)  # (B, R, U)
+
+    def __call__(self, probs: "torch.Tensor") -> "torch.Tensor":
+        """``(B, K, *S)`` probabilities -> ``(B, R)`` Dice points."""
+        from .models import class_probability
+
+        if not self._prepared:
+            raise RuntimeError("RoIScore.prepare() must be called with the unperturbed output first")
+        p = self._class_probs(probs, class_probability)
+        p = p.where(~self._hard[None, :, None], (p > self.threshold).float()) * self._member[None]
+        return 100 * dice(p, self._ref[None])
+
