@@ -1,9 +1,4 @@
-"""Segmentation models: load any supported file safely, feed it as its model card says, get probabilities.
-
-Formats: TorchScript (``.pt``/``.ts`` archives), ``torch.export`` programs (``.pt2``), state dicts
-(``.safetensors``, or ``.pt``/``.pth`` read with ``weights_only=True``) plus a MONAI architecture
-named in the card, and ONNX (``.onnx``, through onnxruntime; no gradients). Nothing is unpickled
-with arbitrary code execution.
+"""A loaded segmentation model: feed it as its model card says, get probabilities.
 
 Shapes: images are channels-first ``(C, H, W)``; batches ``(B, C, H, W)``; probabilities
 ``(B, K, H, W)`` in the image's own pixel grid (the card's fit is undone on the output).
@@ -11,9 +6,7 @@ Shapes: images are channels-first ``(C, H, W)``; batches ``(B, C, H, W)``; proba
 
 from __future__ import annotations
 
-import hashlib
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -21,180 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import IncompatibleInputError, ModelLoadError, OutOfMemory, UserError
-from .modelcard import ModelCard, find_card, load_card
+from ..errors import IncompatibleInputError, OutOfMemory, UserError
+from ..modelcard import ModelCard
+from .devices import resolve_device, sha256_module
 
 if TYPE_CHECKING:
     import torch
 
-    from .images import Image
-
-MODEL_SUFFIXES = (".pt", ".ts", ".pt2", ".safetensors", ".pth", ".onnx")
-
-
-def available_devices() -> list[str]:
-    """Devices this machine can run on, best first (what a device dropdown lists)."""
-    import torch
-
-    out = []
-    if torch.cuda.is_available():
-        out.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        out.append("mps")
-    return out + ["cpu"]
+    from ..images import Image
+    from ..progress import Progress
 
 
-def resolve_device(name: str = "auto") -> "torch.device":
-    """``auto`` = CUDA, then MPS, then CPU; an explicit device that is not available is an error."""
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device(available_devices()[0])
-    base = name.split(":")[0]
-    if base not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    if base not in available_devices():
-        raise UserError(f"device {name!r} is not available on this machine (available: "
-                        f"{', '.join(available_devices())}); use --device auto or cpu")
-    return torch.device(name)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_module(module: Any) -> str:
-    """Hash of a module's parameters and buffers (for models handed over in Python)."""
-    h = hashlib.sha256()
-    for key, t in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------- loading
-def _is_torchscript_archive(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except zipfile.BadZipFile:
-        return False
-    return any("/code/" in n or n.endswith("constants.pkl") for n in names)
-
-
-def _build_architecture(card: ModelCard, path: Path) -> "torch.nn.Module":
-    import monai.networks.nets as nets
-
-    if not card.architecture:
-        raise ModelLoadError(
-            f"{path.name} holds only weights (a state dict): add a model card {path.with_suffix('.yaml').name} "
-            "naming the architecture, e.g. 'architecture: {name: UNet, kwargs: {spatial_dims: 2, ...}}'")
-    cls = getattr(nets, card.architecture, None)
-    if cls is None or not isinstance(cls, type):
-        raise ModelLoadError(f"architecture {card.architecture!r} is not a MONAI network "
-                             "(e.g. UNet, BasicUNet, SegResNet, SwinUNETR)")
-    try:
-        return cls(**card.architecture_kwargs)
-    except Exception as exc:  # noqa: BLE001 - any constructor failure is the card's fault
-        raise ModelLoadError(f"cannot build {card.architecture}({card.architecture_kwargs}): {exc}") from exc
-
-
-def _read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
-    import torch
-
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(
-            f"{path.name} is neither TorchScript nor a plain state dict loadable with weights_only=True "
-            f"({type(exc).__name__}); save the weights with torch.save(model.state_dict()) or as .safetensors"
-        ) from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ModelLoadError(f"{path.name} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
-def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
-    """Returns (callable network, format name)."""
-    import torch
-
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ModelLoadError("ONNX models need onnxruntime: pip install 'napari-seg-explain[onnx]'") from exc
-        try:
-            return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), "onnx"
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"onnxruntime cannot load {path.name}: {exc}") from exc
-    if suffix == ".pt2":
-        try:
-            return torch.export.load(str(path)).module(), "torch.export"
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot load torch.export program {path.name}: {exc}") from exc
-    if suffix in (".pt", ".ts") and _is_torchscript_archive(path):
-        try:
-            return torch.jit.load(str(path), map_location="cpu"), "torchscript"
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot load TorchScript model {path.name}: {exc}") from exc
-    if suffix in (".pt", ".pth", ".safetensors"):
-        try:
-            state = _read_state_dict(path)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read weights from {path.name}: {exc}") from exc
-        net = _build_architecture(card, path)
-        try:
-            result = net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # strict=False still raises on shape mismatches
-            raise ModelLoadError(f"the weights in {path.name} do not fit {card.architecture}"
-                                 f"({card.architecture_kwargs}): {exc}; check the architecture kwargs in the "
-                                 "model card") from exc
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelLoadError(
-                f"the weights in {path.name} do not fit {card.architecture}({card.architecture_kwargs}): "
-                f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-                f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]}); "
-                "check the architecture kwargs in the model card")
-        return net, "state_dict"
-    raise ModelLoadError(f"unsupported model file {path.name}: use one of {', '.join(MODEL_SUFFIXES)}")
-
-
-def load_model(path: str | Path, card: str | Path | ModelCard | None = None, device: str = "auto") -> "SegmentationModel":
-    """Load a model file (and its card: given, or ``<stem>.yaml`` beside it) onto ``device``."""
-    path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        c = load_card(path)
-        weights = path.parent / (c.weights or path.with_suffix(".safetensors").name)
-        return load_model(weights, c, device)
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist")
-    if card is None:
-        found = find_card(path)
-        card = load_card(found) if found else ModelCard(name=path.stem)
-    elif not isinstance(card, ModelCard):
-        card = load_card(card)
-    net, fmt = _load_network(path, card)
-    digest = hashlib.sha256((sha256_file(path) + repr(card.to_dict() | {"source": None})).encode()).hexdigest()
-    return SegmentationModel(net, card, device=device, fmt=fmt, source=str(path), sha256=digest)
-
-
-# ---------------------------------------------------------------------------------------- running
 class SegmentationModel:
     """A loaded network plus its card: normalise, fit, run in batches, activate, undo the fit."""
 
@@ -353,10 +183,12 @@ class SegmentationModel:
                 "a segmentation model must return (B, K, *spatial) with the input's spatial size")
         return self.activate(undo(logits.float()))
 
-    def predict(self, images: np.ndarray | "torch.Tensor", *, batch_size: int = 16, amp: bool | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Probabilities for raw images ``(C, H, W)`` or ``(B, C, H, W)`` -> ``(K, H, W)`` / ``(B, K, H, W)``."""
+    def predict_batches(self, images: "np.ndarray | torch.Tensor", *, batch_size: int = 0, amp: bool | None = None,
+                        stage: str = "segmenting") -> Generator["Progress", None, np.ndarray]:
+        """Generator form of :meth:`predict` (through the batched :class:`~..engine.Engine`): yields Progress."""
         import torch
+
+        from ..engine import Engine
 
         x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
         single = x.ndim == self.card.spatial_dims + 1
@@ -364,17 +196,25 @@ class SegmentationModel:
             x = x[None]
         self.check_channels(x.shape[1])
         amp = self.device.type == "cuda" if amp is None else amp
-        outs = []
-        with torch.inference_mode():
-            for start in range(0, x.shape[0], batch_size):
-                xb = self.normalize(x[start:start + batch_size])
-                outs.append(self.forward_normalized(xb, amp=amp).cpu())
-                if progress:
-                    progress(min(start + batch_size, x.shape[0]), x.shape[0])
-        probs = torch.cat(outs).numpy()
+        engine = Engine(self, batch_size, amp=amp)
+        with self.eval_mode():
+            probs = yield from engine.run(len(x), lambda a, b: self.normalize(x[a:b]), lambda p: p, stage=stage,
+                                          shape=tuple(x.shape[1:]))
+        probs = probs.numpy()
         return probs[0] if single else probs
 
-    def segment(self, image: "Image", slice_index: int | None = None, *, batch_size: int = 16,
+    def predict(self, images: "np.ndarray | torch.Tensor", *, batch_size: int = 0, amp: bool | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Probabilities for raw images ``(C, *S)`` or ``(B, C, *S)`` -> ``(K, *S)`` / ``(B, K, *S)``.
+
+        ``batch_size`` 0 = automatic; ``progress(done, total)`` after every batch.
+        """
+        from ..progress import drive
+
+        return drive(self.predict_batches(images, batch_size=batch_size, amp=amp),
+                     (lambda ev: progress(ev.done, ev.total)) if progress else None)
+
+    def segment(self, image: "Image", slice_index: int | None = None, *, batch_size: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Label map in the image's spatial shape (or the slice's, with ``slice_index``)."""
         self.check_channels(image.n_channels)
