@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_seg_explain.core.sample import SAMPLE_CARD, sample_path
-    from napari_seg_explain.demo import pick_box, pick_slice
+    from napari_seg_explain.core.sample import pick_box, pick_slice
     from napari_seg_explain.napari import layers as L
     from napari_seg_explain.napari.sample_data import sample_label, sample_scan
     from napari_seg_explain.napari.widgets import inputs

@@ -674,7 +674,7 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
     widget.segment()
     wait_idle(qtbot, widget)
     seg = viewer.layers["mni152-wm-unet2d segmentation"].data[z]
-    from napari_seg_explain.demo import pick_box
+    from napari_seg_explain.core.sample import pick_box
 
     y0, x0, y1, x1 = pick_box(seg == 1)
     add_rect(viewer, y0, x0, y1, x1, z=z, image=image)

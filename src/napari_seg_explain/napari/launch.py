@@ -22,8 +22,7 @@ def prepare_viewer(viewer: "napari.Viewer", with_sample: bool = True) -> "SegExp
     sample model (in a worker) and add an empty 'RoI' Shapes layer in rectangle mode."""
     import yaml
 
-    from ..core.sample import SAMPLE_CARD, sample_path
-    from ..demo import pick_slice
+    from ..core.sample import SAMPLE_CARD, pick_slice, sample_path
 
     if with_sample:
         viewer.open_sample(PLUGIN, "sample_scan")

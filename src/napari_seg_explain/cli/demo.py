@@ -6,43 +6,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .core.errors import UserError
-
-
-def pick_slice(card_training: dict | None, n_slices: int) -> int:
-    """A held-out slice of the sample model (the middle one), else the middle slice."""
-    held = list((card_training or {}).get("heldout_slices") or [])
-    return int(held[len(held) // 2]) if held else n_slices // 2
-
-
-def pick_box(mask: np.ndarray, size: int = 32, step: int = 8) -> tuple[int, int, int, int]:
-    """Block-aligned ``size`` box holding the most segmented pixels (ties: first in raster order)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    h, w = mask.shape
-    if h < size or w < size:
-        raise UserError(f"the slice ({h}x{w}) is smaller than a {size}x{size} RoI")
-    sums = sliding_window_view(mask.astype(np.int32), (size, size)).sum(axis=(2, 3))[::step, ::step]
-    iy, ix = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    y0, x0 = int(iy) * step, int(ix) * step
-    return y0, x0, y0 + size, x0 + size
-
 
 def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Segment a sample slice, explain a 32x32 RoI with PdCR (paper defaults) and MiSuRe; write maps + PNG."""
     import yaml
 
-    from .cli import run_with_bar
-    from .core.explainers.misure import misure
-    from .core.explainers.pdcr import PdCRConfig, pdcr
-    from .core.figure import save_demo_figure
-    from .core.images import read_image, spatial_geometry, write_map
-    from .core.models import load_model
-    from .core.perturb.pools import pool_from_volume
-    from .core.rois import roi_from_box
-    from .core.sample import SAMPLE_CARD, SAMPLE_LABEL, SAMPLE_VOLUME, sample_path
+    from ..core.explainers.pdcr import PdCRConfig
+    from ..core.figure import save_demo_figure
+    from ..core.images import read_image, spatial_geometry, write_map
+    from ..core.jobs import ExplainJob
+    from ..core.models import load_model
+    from ..core.perturb.pools import pool_from_volume
+    from ..core.rois import roi_from_box
+    from ..core.sample import SAMPLE_CARD, SAMPLE_LABEL, SAMPLE_VOLUME, pick_box, pick_slice, sample_path
+    from .common import run_with_bar
 
     out_dir.mkdir(parents=True, exist_ok=True)
     image = read_image(sample_path(SAMPLE_VOLUME))
@@ -59,9 +36,9 @@ def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = 
     print(f"sample slice z={z}, RoI box {box} (rows/cols, end exclusive)", file=sys.stderr)
 
     pool = pool_from_volume(model, image, z)
-    p_expl = run_with_bar(pdcr(model, plane, roi, 1, pool=pool, label=label, config=PdCRConfig(n=n), geometry=geom),
-                          "PdCR", progress)
-    m_expl = run_with_bar(misure(model, plane, None, 1, geometry=geom), "MiSuRe", progress)
+    jobs = [ExplainJob("pdcr", plane, roi, 1, config=PdCRConfig(n=n), label=label, pool=pool, geometry=geom),
+            ExplainJob("misure", plane, None, 1, geometry=geom, roi_name="whole image")]
+    p_expl, m_expl = (run_with_bar(job.run(model), job.spec.title, progress) for job in jobs)
 
     files = [write_map(out_dir / "segmentation.nii.gz", seg, image, slice_index=z)]
     files += p_expl.save(out_dir / "pdcr_map.nii.gz", like=image, slice_index=z)

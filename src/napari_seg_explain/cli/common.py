@@ -1,0 +1,113 @@
+"""What every command shares: the progress bar, loading, output checks and the JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import UserError
+
+
+class Bar:
+    """tqdm progress bar on stderr driven by Progress events."""
+
+    def __init__(self, enabled: bool, desc: str) -> None:
+        self.enabled, self.desc, self.bar = enabled, desc, None
+
+    def __call__(self, ev: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=ev.total, desc=self.desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+        self.bar.total = ev.total
+        self.bar.set_postfix_str(ev.stage, refresh=False)
+        self.bar.update(ev.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_with_bar(gen: Any, title: str, enabled: bool = True) -> Any:
+    """Drive a core generator with a progress bar on stderr; return its result."""
+    from ..core.progress import drive
+
+    bar = Bar(enabled, title)
+    try:
+        return drive(gen, bar)
+    finally:
+        bar.close()
+
+
+def batch_size(text: str) -> int:
+    """``--batch-size``: ``auto`` (0) or an integer >= 1 (else a UserError: one ``error:`` line, exit 2)."""
+    if str(text).lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"--batch-size must be 'auto' or an integer >= 1 (got {text!r})")
+    return value
+
+
+def input_files(args: argparse.Namespace) -> list[Path]:
+    """Every file the command reads (pool folders contribute their files)."""
+    named = [args.image, args.model, getattr(args, "card", None), getattr(args, "label", None),
+             getattr(args, "roi_mask", None), *(getattr(args, "pool", None) or [])]
+    out: list[Path] = []
+    for p in (Path(n) for n in named if n):
+        out += list(p.iterdir()) if p.is_dir() else [p]
+    if Path(args.model).suffix.lower() not in (".yaml", ".yml"):
+        out += [Path(args.model).with_suffix(".yaml"), Path(args.model).with_suffix(".yml")]
+    return [p.resolve() for p in out]
+
+
+def check_output(path: str, args: argparse.Namespace) -> Path:
+    """The output path is writable in format and folder, and none of its files would replace an input."""
+    from ..core.results import split_suffix
+
+    out = Path(path)
+    stem, suffix = split_suffix(out)
+    if not out.parent.is_dir():
+        raise UserError(f"output folder {out.parent} does not exist; create it first")
+    mine = {out.resolve(), stem.with_name(stem.name + ".json").resolve()}
+    for inp in input_files(args):
+        if inp in mine or (inp.parent == out.parent.resolve() and inp.name.startswith(stem.name + "_")
+                           and inp.name.endswith(suffix)):
+            raise UserError(f"-o {out} would overwrite the input {inp}; choose another output name")
+    return out
+
+
+def load(args: argparse.Namespace):
+    """The image and the model the arguments name, checked to fit each other."""
+    from ..core.images import read_image
+    from ..core.models import load_model
+
+    image = read_image(args.image)
+    model = load_model(args.model, args.card, device=args.device)
+    model.check_channels(image.n_channels)
+    return image, model
+
+
+SUMMARY_KEYS = ("M0", "metric", "positive_share", "negative_share", "irrelevant_share", "min_ate", "max_ate",
+                "n_blocks", "n_blocks_screened_in", "dice_explained", "perturbation_ratio", "dilations")
+
+
+def summary(cmd: str, files: list[Path], expl: Any = None, **extra: Any) -> dict[str, Any]:
+    """The one JSON line a command prints: outputs, the result's headline numbers, cost and device."""
+    out: dict[str, Any] = {"command": cmd, "output": str(files[0]), "files": [str(f) for f in files]}
+    if expl is not None:
+        from ..core.explainers import registry
+
+        keys = [s.key for s in registry.get(expl.method).stats] if expl.method in registry.names() else []
+        out |= {k: expl.stats[k] for k in (*SUMMARY_KEYS, *keys) if k in expl.stats}
+        out |= {"run_id": expl.run_id, "forward_passes": expl.provenance["forward_passes"],
+                "wall_time_s": expl.provenance["wall_time_s"], "batch_size": expl.provenance.get("batch_size"),
+                "device": expl.provenance["model"]["device"], "warnings": expl.warnings}
+    return out | extra

@@ -1,0 +1,85 @@
+"""``seg-explain explain METHOD ...`` (and the short forms ``seg-explain pdcr|misure ...``), built from the registry.
+
+Each registered method gets the common inputs (image, model, RoI, class, slice, device, output), the inputs its
+spec needs (``--label``, ``--pool``) and one flag per config parameter, named by the parameter's metadata
+(``--patch``, ``--n``, ``--tau``...), with its default and range in the help.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from .common import batch_size, check_output, load, run_with_bar, summary
+
+if TYPE_CHECKING:
+    from ..core.explainers.base import ExplainerSpec
+
+
+def add_common_inputs(p: argparse.ArgumentParser, *, output_help: str) -> None:
+    p.add_argument("image", help="image file (NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MHA) or DICOM folder")
+    p.add_argument("--model", required=True, help="model file (.pt/.ts TorchScript, .pt2, .safetensors/.pth "
+                                                  "state dict + model card, .onnx) or its .yaml card")
+    p.add_argument("--card", help="model card (default: <model>.yaml beside the model)")
+    p.add_argument("--slice", type=int, dest="slice_index", metavar="Z",
+                   help="axial slice (index along the last axis) of a volume, for a 2-D model")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("-o", "--output", required=True, help=output_help)
+
+
+def _param_flag(p: argparse.ArgumentParser, info: Any) -> None:
+    rng = "" if info.lo is None and info.hi is None else f" [{info.lo if info.lo is not None else ''}.." \
+                                                          f"{info.hi if info.hi is not None else ''}]"
+    help_ = f"{info.tip or info.label} (default {info.default}){rng}"
+    if info.type is bool:
+        p.add_argument(info.flag, dest=f"cfg_{info.name}", action=argparse.BooleanOptionalAction,
+                       default=info.default, help=help_)
+    elif info.name == "batch_size":
+        p.add_argument(info.flag, dest=f"cfg_{info.name}", type=batch_size, default=info.default,
+                       metavar="N|auto", help="images per forward pass; auto (default) times a few sizes on the "
+                                              "first batches and keeps the fastest")
+    else:
+        p.add_argument(info.flag, dest=f"cfg_{info.name}", type=info.type, default=info.default,
+                       choices=info.choices, metavar=info.flag.lstrip("-").upper().replace("-", "_"), help=help_)
+
+
+def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.ArgumentParser], name: str) -> None:
+    """One sub-command for ``spec``: common inputs, what the method needs, its parameters."""
+    p = sub.add_parser(name, parents=parents, help=f"{spec.label}: {spec.description}",
+                       description=f"{spec.label}. {spec.description}")
+    add_common_inputs(p, output_help="map file (.nii.gz, .nii, .npy); a JSON sidecar (and extra maps) beside it")
+    p.add_argument("--roi-box", nargs="+", type=int, metavar="N",
+                   help="RoI box Y0 X0 Y1 X1 in pixel (row, column) coordinates of the explained 2-D image, end "
+                        "exclusive (3-D models: Z0 Y0 X0 Z1 Y1 X1 in voxel order)")
+    p.add_argument("--roi-mask", help="image whose non-zero pixels are the RoI (same size as the image)")
+    p.add_argument("--class", dest="target", default="1", help="class index or name (default 1)")
+    if spec.uses("label"):
+        p.add_argument("--label", help="ground truth image whose non-zero pixels are the class (paper's Dice)")
+    if spec.uses("pool"):
+        p.add_argument("--pool", nargs="+", metavar="DIR_OR_FILE",
+                       help="images (or a folder of pre-cut tiles) to crop replacement blocks from (default: other "
+                            "slices of the volume; for a lone 2-D image, the image itself)")
+        p.add_argument("--pool-exclude", type=int, default=5, help="neighbouring slices left out of a volume pool")
+    group = p.add_argument_group(f"{spec.title} parameters")
+    for info in spec.params():
+        _param_flag(group, info)
+    p.set_defaults(method=spec.name, func=cmd_explain)
+
+
+def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve the inputs into a job in core, run it with a progress bar, save the map and the sidecar."""
+    from ..core.explainers import registry
+    from ..core.job_inputs import job_from_files
+
+    spec = registry.get(args.method)
+    out = check_output(args.output, args)
+    config = spec.make_config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
+    image, model = load(args)
+    job = job_from_files(model, image, spec.name, config=config, slice_index=args.slice_index,
+                         roi_box=args.roi_box, roi_mask=args.roi_mask, label=getattr(args, "label", None),
+                         pool=getattr(args, "pool", None), pool_exclude=getattr(args, "pool_exclude", 5),
+                         target=args.target, image_path=args.image)
+    expl = run_with_bar(job.run(model), spec.title, not args.quiet)
+    z = job.geometry.get("slice_index")
+    return summary(args.command if args.command != "explain" else spec.name,
+                   expl.save(out, like=image, slice_index=z), expl)

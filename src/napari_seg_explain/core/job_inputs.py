@@ -1,0 +1,111 @@
+"""Resolve file-level inputs (image, slice, RoI box or mask file, label file, pool paths) into an ExplainJob.
+
+What the command line (and scripts) give is turned into arrays here, in core, once: the explained plane of a
+volume for a 2-D model (or the whole volume for a 3-D one), the RoI, the ground truth, the perturbation
+pool and the geometry a result needs to be written back over the scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import UserError
+from .jobs import ExplainJob
+
+if TYPE_CHECKING:
+    from .images import Image
+    from .models import SegmentationModel
+
+
+def explained_slice(image: "Image", model: "SegmentationModel", z: int | None, what: str = "IMAGE") -> int | None:
+    """The slice a 2-D model explains on a volume (required there); None for 2-D images and 3-D models."""
+    if model.card.spatial_dims == 3:
+        if image.spatial_ndim != 3:
+            raise UserError(f"model {model.name!r} is 3-D but {what} is a 2-D image")
+        if z is not None:
+            raise UserError(f"model {model.name!r} is 3-D: it explains the whole volume, drop --slice")
+        return None
+    if image.spatial_ndim == 3 and z is None:
+        raise UserError(f"{what} is a volume of {image.n_slices} slices: choose one with --slice Z "
+                        f"(0..{image.n_slices - 1})")
+    if image.spatial_ndim == 2 and z not in (None, 0):
+        raise UserError(f"--slice {z} given, but {what} is a 2-D image")
+    if z is not None and not 0 <= z < image.n_slices:
+        raise UserError(f"--slice {z} is outside the volume (0..{image.n_slices - 1})")
+    return z
+
+
+def explained_array(image: "Image", z: int | None) -> np.ndarray:
+    """``(C, *S)``: the slice ``z`` of a volume, the 2-D image, or the whole volume (``z`` None, 3-D)."""
+    return image.slice2d(z) if (z is not None or image.spatial_ndim == 2) else np.asarray(image.data)
+
+
+def array_from_file(path: str, z: int | None, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A label or RoI mask file as an array of the explained ``shape`` (its slice ``z`` for a volume)."""
+    from .images import read_image
+
+    img = read_image(path)
+    arr = img.slice2d(z)[0] if (z is not None and img.spatial_ndim == 3) else (
+        img.slice2d()[0] if img.spatial_ndim == 2 else img.data[0])
+    if arr.shape != tuple(shape):
+        raise UserError(f"{what} {path} has shape {arr.shape} but the explained image is {tuple(shape)}")
+    return arr
+
+
+def resolve_roi(shape: tuple[int, ...], box: Sequence[int] | None, mask_path: str | None, z: int | None,
+                required: bool) -> np.ndarray | None:
+    """RoI from a box (``Y0 X0 Y1 X1`` in 2-D, ``starts stops`` per axis in 3-D) and/or a mask file (intersected)."""
+    from .rois import roi_from_bounds, roi_from_box, roi_from_mask
+
+    roi = None
+    if box:
+        nd = len(shape)
+        if len(box) != 2 * nd:
+            raise UserError(f"--roi-box needs {2 * nd} numbers on a {nd}-D image (starts then stops per axis)")
+        roi = roi_from_box(shape, *box) if nd == 2 else roi_from_bounds(shape, box[:nd], box[nd:])
+    if mask_path:
+        mask = roi_from_mask(array_from_file(mask_path, z, shape, "--roi-mask"), shape)
+        roi = mask if roi is None else roi_from_mask(mask & roi, shape)
+    if roi is None and required:
+        raise UserError("give the region to explain with --roi-box Y0 X0 Y1 X1 or --roi-mask MASK")
+    return roi
+
+
+def resolve_pool(model: "SegmentationModel", image: "Image", z: int | None, block: int,
+                 paths: Sequence[str] | None, exclude: int, image_path: str | None):
+    """Pool folders/files if given; else other slices of the volume (2-D model); else None (the image itself)."""
+    from .perturb.pools import pool_from_paths, pool_from_volume
+
+    if paths:
+        return pool_from_paths(model, list(paths), block, exclude_source=image_path)
+    if image.spatial_ndim == 3 and z is not None:
+        return pool_from_volume(model, image, z, block, exclude=exclude)
+    return None
+
+
+def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, config: Any = None,
+                   slice_index: int | None = None, roi_box: Sequence[int] | None = None, roi_mask: str | None = None,
+                   label: str | None = None, pool: Sequence[str] | None = None, pool_exclude: int = 5,
+                   target: str | int = 1, image_path: str | None = None, roi_name: str = "RoI 1") -> ExplainJob:
+    """The ExplainJob for ``method`` on ``image`` as the command line describes it."""
+    from .explainers import registry
+    from .images import spatial_geometry
+
+    spec = registry.get(method)
+    z = explained_slice(image, model, slice_index)
+    arr = explained_array(image, z)
+    shape = tuple(arr.shape[1:])
+    roi = resolve_roi(shape, roi_box, roi_mask, z, required=spec.uses("roi"))
+    cls = model.card.class_index(target)
+    lab = array_from_file(label, z, shape, "--label") if (label and spec.uses("label")) else None
+    cfg = config if config is not None else spec.config()
+    the_pool = (resolve_pool(model, image, z, getattr(cfg, "patch", 8), pool, pool_exclude, image_path)
+                if spec.uses("pool") else None)
+    names = list(model.card.classes)
+    geometry = spatial_geometry(image) | {"slice_index": z,
+                                          "slice_axis": image.spatial_ndim - 1 if z is not None else None}
+    return ExplainJob(method, arr, roi, cls, config=cfg, label=lab, pool=the_pool, geometry=geometry,
+                      roi_name=roi_name, class_name=names[cls] if cls < len(names) else f"class {cls}")
