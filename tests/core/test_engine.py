@@ -1,0 +1,141 @@
+"""The batched engine, the RoI score and N-D perturbation, against models whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_seg_explain.core.engine import CPU_CANDIDATES, Engine
+from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr
+from napari_seg_explain.core.modelcard import ModelCard
+from napari_seg_explain.core.models import SegmentationModel
+from napari_seg_explain.core.perturb.grid import BlockGrid, blocks_touching
+from napari_seg_explain.core.perturb.pools import pool_from_arrays
+from napari_seg_explain.core.progress import drive
+from napari_seg_explain.core.rois import roi_from_bounds
+from napari_seg_explain.core.score import RoIScore
+
+
+class Doubler(nn.Module):
+    """Two-class logits from a conv: class 1 where the image is bright. Refuses batches above ``limit`` with a
+    real ``torch.OutOfMemoryError`` (what CUDA raises), to exercise the back-off."""
+
+    def __init__(self, limit: int | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.limit = limit
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+            self.conv.bias.fill_(-0.5)
+
+    def forward(self, x):
+        if self.limit is not None and x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        logit = 20 * self.conv(x)
+        return torch.cat([-logit, logit], dim=1)
+
+
+def _images(n=37, size=24, seed=0):
+    return np.random.default_rng(seed).uniform(size=(n, 1, size, size)).astype(np.float32)
+
+
+def _run(engine, model, x):
+    xt = torch.as_tensor(x)
+    return drive(engine.run(len(x), lambda a, b: model.normalize(xt[a:b]), lambda p: p[:, 1].mean(dim=(1, 2)),
+                            shape=tuple(x.shape[1:])))
+
+
+def test_auto_batch_size_times_candidates_keeps_the_fastest_and_caches_it():
+    model = SegmentationModel(Doubler(), device="cpu")
+    x = _images(200)
+    engine = Engine(model, 0)
+    auto = _run(engine, model, x)
+    fixed = _run(Engine(model, 5), model, x)
+    torch.testing.assert_close(auto, fixed)
+    d = engine.describe()
+    assert d["batch_mode"] == "auto" and set(d["batch_timings_ms_per_image"]) == {str(c) for c in CPU_CANDIDATES}
+    best = min(engine.timings, key=engine.timings.get)
+    assert d["batch_size"] == best == model.batch_sizes[(1, 24, 24)]
+    again = Engine(model, 0)
+    _run(again, model, x[:10])
+    assert again.size == best and not again.timings, "a second run on the same shape reuses the choice"
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_scores():
+    model = SegmentationModel(Doubler(limit=3), device="cpu")
+    x = _images(20)
+    engine = Engine(model, 16)
+    out = _run(engine, model, x)
+    ref = _run(Engine(SegmentationModel(Doubler(), device="cpu"), 1), SegmentationModel(Doubler(), device="cpu"), x)
+    torch.testing.assert_close(out, ref)
+    assert engine.size == 2 and model.forward_passes == 20
+
+
+def test_early_stop_and_progress_counts():
+    model = SegmentationModel(Doubler(), device="cpu")
+    x = _images(30)
+    xt = torch.as_tensor(x)
+    events = []
+    gen = Engine(model, 4).run(30, lambda a, b: model.normalize(xt[a:b]), lambda p: p[:, 1].mean(dim=(1, 2)),
+                               until=lambda s, done: done >= 8, total=30)
+    out = drive(gen, events.append)
+    assert [e.done for e in events] == [4, 8] and torch.isnan(out[8:]).all() and model.forward_passes == 8
+
+
+def test_roi_score_many_rois_in_one_pass_equal_one_at_a_time():
+    rng = np.random.default_rng(1)
+    probs = torch.as_tensor(rng.uniform(size=(5, 3, 16, 16)).astype(np.float32)).softmax(dim=1)
+    rois = [np.zeros((16, 16), bool) for _ in range(3)]
+    rois[0][2:8, 2:8] = True
+    rois[1][5:12, 5:12] = True  # overlaps RoI 0
+    rois[2][10:, :4] = True
+    label = (rng.uniform(size=(16, 16)) > 0.5).astype(np.uint8)
+    labels = [label, None, label]
+    both = RoIScore(rois, [1, 2, 1], labels=labels)
+    m0 = both.prepare(probs[:1])
+    together = both(probs)
+    for r in range(3):
+        one = RoIScore(rois[r], [1, 2, 1][r], labels=labels[r])
+        assert float(one.prepare(probs[:1])[0]) == pytest.approx(float(m0[r]))
+        torch.testing.assert_close(one(probs)[:, 0], together[:, r])
+    assert both.metrics == ["dice_vs_label", "soft_dice_vs_own_prediction", "dice_vs_label"]
+
+
+def test_blocks_touching_and_paint_in_3d():
+    mask = np.zeros((10, 12, 9), bool)
+    mask[4, 5, 0] = True
+    t = blocks_touching(mask, 4)
+    assert t.shape == (3, 3, 3) and t.sum() == 1 and t[1, 1, 0]
+    grid = BlockGrid(mask.shape, 4, mask)
+    assert grid.n_blocks == 26 and grid.partial_edges
+    painted = grid.paint(np.arange(26, dtype=np.float32))
+    assert painted.shape == mask.shape and np.isnan(painted[4:8, 4:8, 0:4]).all()
+    assert painted[9, 11, 8] == 25 and painted[0, 0, 0] == 0
+
+
+class Cue3D(nn.Module):
+    """3-D: object = voxels brighter than 0.5, shifted up by the mean of a cue cube far from the object."""
+
+    def forward(self, x):
+        cue = x[:, :, 12:16, 12:16, 12:16].mean(dim=(1, 2, 3, 4))[:, None, None, None, None]
+        logit = 10 * (x[:, :1] - 0.5) + 6 * cue
+        return torch.cat([torch.zeros_like(logit), logit], dim=1)
+
+
+def test_pdcr_3d_finds_the_planted_cue_and_nothing_else():
+    img = np.zeros((1, 16, 16, 16), np.float32)
+    img[0, 0:4, 0:4, 0:4] = np.linspace(0.3, 0.9, 4)[None, None, :]  # the object, a ramp
+    img[0, 12:16, 12:16, 12:16] = 0.4  # the cue
+    label = (img[0] > 0.35).astype(np.uint8)
+    model = SegmentationModel(Cue3D(), ModelCard(name="cue3d", spatial_dims=3), device="cpu")
+    pool = pool_from_arrays(model, [np.zeros((1, 8, 8, 8), np.float32)])
+    roi = roi_from_bounds((16, 16, 16), (0, 0, 0), (4, 4, 4))
+    expl = explain_pdcr(model, img, roi, 1, pool=pool, label=label, config=PdCRConfig(patch=4, n=3, screen=2))
+    assert expl.map.shape == (16, 16, 16)
+    assert (expl.map[12:, 12:, 12:] < 0).all(), "the cue supports the RoI (negative ATE)"
+    others = expl.map.copy()
+    others[12:, 12:, 12:] = 0
+    assert np.nansum(np.abs(others)) == 0 and np.isnan(expl.map[:4, :4, :4]).all()
+    assert expl.stats["n_blocks"] == 63
