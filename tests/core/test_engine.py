@@ -57,7 +57,7 @@ def test_auto_batch_size_times_candidates_keeps_the_fastest_and_caches_it():
     d = engine.describe()
     assert d["batch_mode"] == "auto" and set(d["batch_timings_ms_per_image"]) == {str(c) for c in CPU_CANDIDATES}
     best = min(engine.timings, key=engine.timings.get)
-    assert d["batch_size"] == best == model.batch_sizes[(1, 24, 24)]
+    assert d["batch_size"] == best == model.batch_sizes[(1, 24, 24, None)]
     again = Engine(model, 0)
     _run(again, model, x[:10])
     assert again.size == best and not again.timings, "a second run on the same shape reuses the choice"
@@ -139,3 +139,28 @@ def test_pdcr_3d_finds_the_planted_cue_and_nothing_else():
     others[12:, 12:, 12:] = 0
     assert np.nansum(np.abs(others)) == 0 and np.isnan(expl.map[:4, :4, :4]).all()
     assert expl.stats["n_blocks"] == 63
+
+
+class SlowPerImage(nn.Module):
+    """Takes 10 ms per image (a stand-in for a big model on a CPU), output known: the image itself."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.01 * x.shape[0])
+        return torch.cat([-x, x], dim=1)
+
+
+def test_batch_time_limit_keeps_batches_short_for_cancel():
+    from napari_seg_explain.core.engine import with_batch_time_limit
+
+    model = SegmentationModel(SlowPerImage(), device="cpu")
+    x = _images(60, size=8)
+    xt = torch.as_tensor(x)
+    engine_gen = Engine(model, 0).run(60, lambda a, b: xt[a:b], lambda p: p[:, 1].mean(dim=(1, 2)), shape=(1, 8, 8))
+    out = drive(with_batch_time_limit(engine_gen, 0.1))
+    torch.testing.assert_close(out, torch.sigmoid(2 * xt).mean(dim=(1, 2, 3)))  # softmax of (-x, x)
+    chosen = model.batch_sizes[(1, 8, 8, 0.1)]
+    assert chosen <= 8, "16 images would take 0.16 s per batch: never tried"
+    with_limit = Engine(model, 0)
+    assert with_limit.max_batch_seconds is None, "the limit holds only while the wrapped generator runs"

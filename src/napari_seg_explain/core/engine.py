@@ -11,9 +11,11 @@ recorded in each result (:meth:`Engine.describe`).
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import OutOfMemory
 from .progress import Progress
@@ -26,8 +28,27 @@ if TYPE_CHECKING:
 #: batch sizes timed on the CPU (the first batch, at the smallest size, is a warm-up and not timed)
 CPU_CANDIDATES = (4, 8, 16, 32, 64)
 CUDA_START = 256
+_LIMIT = threading.local()
+T = TypeVar("T")
 Build = Callable[[int, int], "torch.Tensor"]  # (start, stop) -> normalised batch (stop - start, C, *S)
 Score = Callable[["torch.Tensor"], "torch.Tensor"]  # probabilities (B, K, *S) -> scores (B, ...)
+
+
+@contextmanager
+def batch_time_limit(seconds: float | None) -> Iterator[None]:
+    """In this thread, automatic batch sizes keep one batch under ``seconds`` (a GUI cancels between batches)."""
+    old = getattr(_LIMIT, "seconds", None)
+    _LIMIT.seconds = seconds
+    try:
+        yield
+    finally:
+        _LIMIT.seconds = old
+
+
+def with_batch_time_limit(gen: Generator[Any, None, T], seconds: float | None) -> Generator[Any, None, T]:
+    """Run generator ``gen`` under :func:`batch_time_limit` (set in whatever thread drives it)."""
+    with batch_time_limit(seconds):
+        return (yield from gen)
 
 
 class Engine:
@@ -42,7 +63,8 @@ class Engine:
         self.model = model
         self.fixed = int(batch_size) or None
         self.amp = amp
-        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_seconds = max_batch_seconds if max_batch_seconds is not None else getattr(_LIMIT, "seconds",
+                                                                                                   None)
         self.timings: dict[int, float] = {}  # batch size -> seconds per image
         self.size: int | None = self.fixed
         self._pending: list[int] = []
@@ -55,14 +77,22 @@ class Engine:
         if self.fixed:
             return
         cache = self.model.batch_sizes
-        if shape in cache:
-            self.size = cache[shape]
+        if self._key in cache:
+            self.size = cache[self._key]
         elif self.model.device.type == "cuda":
             self.size = CUDA_START
         else:
             self._pending = list(CPU_CANDIDATES)
 
+    @property
+    def _key(self) -> tuple:
+        return (*(self._shape or ()), self.max_batch_seconds)
+
     def _next(self, remaining: int) -> int:
+        if self._pending and self.timings and self.max_batch_seconds is not None:
+            if self._pending[0] * min(self.timings.values()) > self.max_batch_seconds:
+                self._pending.clear()  # the next candidate would take too long per batch
+                self._choose()
         if self._pending:
             return max(1, min(remaining, self._pending[0]))
         return max(1, min(remaining, self.size or CPU_CANDIDATES[2]))
@@ -75,19 +105,23 @@ class Engine:
             return
         self._pending.pop(0)
         self.timings[size] = seconds / size
-        too_slow = self.max_batch_seconds is not None and seconds > self.max_batch_seconds
-        if too_slow:
+        if self.max_batch_seconds is not None and seconds > self.max_batch_seconds:
             self._pending.clear()
         if not self._pending:
-            ok = {s: t for s, t in self.timings.items()
-                  if self.max_batch_seconds is None or s * t <= self.max_batch_seconds} or \
-                {min(self.timings): self.timings[min(self.timings)]}
-            self.size = min(ok, key=ok.get)
-            self.model.batch_sizes[self._shape] = self.size
+            self._choose()
+
+    def _choose(self) -> None:
+        """Keep the fastest size per image among those whose batch stays under the time limit."""
+        ok = {s: t for s, t in self.timings.items()
+              if self.max_batch_seconds is None or s * t <= self.max_batch_seconds}
+        ok = ok or {min(self.timings): self.timings[min(self.timings)]}
+        self.size = min(ok, key=ok.get)
+        self.model.batch_sizes[self._key] = self.size
 
     def describe(self) -> dict[str, Any]:
         """What the result records: the mode, the size used and the per-image times measured (ms)."""
         return {"batch_size": self.size, "batch_mode": "fixed" if self.fixed else "auto",
+                "batch_time_limit_s": self.max_batch_seconds,
                 "batch_timings_ms_per_image": {str(k): round(1000 * v, 3) for k, v in self.timings.items()}}
 
     # ---------------------------------------------------------------------------------- running
@@ -120,7 +154,7 @@ class Engine:
                     raise
                 self._pending.clear()
                 self.size = max(1, size // 2)
-                self.model.batch_sizes[tuple(shape or ())] = self.size
+                self.model.batch_sizes[self._key] = self.size
                 continue
             self._record(size, time.perf_counter() - t0)
             if out is None:
