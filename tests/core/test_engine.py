@@ -157,8 +157,12 @@ def test_batch_time_limit_keeps_batches_short_for_cancel():
     model = SegmentationModel(SlowPerImage(), device="cpu")
     x = _images(60, size=8)
     xt = torch.as_tensor(x)
-    engine_gen = Engine(model, 0).run(60, lambda a, b: xt[a:b], lambda p: p[:, 1].mean(dim=(1, 2)), shape=(1, 8, 8))
-    out = drive(with_batch_time_limit(engine_gen, 0.1))
+
+    def job():  # as an explainer does: the engine is made when the generator starts, in the driving thread
+        return (yield from Engine(model, 0).run(60, lambda a, b: xt[a:b], lambda p: p[:, 1].mean(dim=(1, 2)),
+                                                shape=(1, 8, 8)))
+
+    out = drive(with_batch_time_limit(job(), 0.1))
     torch.testing.assert_close(out, torch.sigmoid(2 * xt).mean(dim=(1, 2, 3)))  # softmax of (-x, x)
     chosen = model.batch_sizes[(1, 8, 8, 0.1)]
     assert chosen <= 8, "16 images would take 0.16 s per batch: never tried"
