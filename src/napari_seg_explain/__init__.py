@@ -1,8 +1,9 @@
-"""Explain what a medical-image segmentation model looked at (PdCR, MiSuRe), in napari and from Python.
+"""Explain what a medical-image segmentation model looked at (PdCR, MiSuRe, ...), in napari and from Python.
 
 Python API (heavy imports happen on first use)::
 
     from napari_seg_explain import read_image, load_model, explain_pdcr, explain_misure, roi_from_box
+    from napari_seg_explain import ExplainJob, run_jobs, registry   # any registered method, many jobs
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ _API = {
     "roi_from_box": "core.rois", "roi_from_polygon": "core.rois", "roi_from_mask": "core.rois",
     "pool_from_paths": "core.perturb.pools", "pool_from_volume": "core.perturb.pools",
     "pool_from_arrays": "core.perturb.pools", "Explanation": "core.results",
+    "ExplainJob": "core.jobs", "run_jobs": "core.jobs", "job_from_files": "core.job_inputs",
+    "registry": "core.explainers", "roi_from_bounds": "core.rois",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -105,7 +105,9 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
         with torch.inference_mode():
             raw = torch.as_tensor(image, device=dev)[None]
             x0 = model.normalize(raw)
-            m0 = float(score.prepare(model.forward_normalized(x0, amp=cfg.amp))[0])
+            probs0 = model.forward_normalized(x0, amp=cfg.amp)
+            m0 = float(score.prepare(probs0)[0])
+            n_classes = int(probs0.shape[1])
         bound = pool.bind(model, raw)
         grid = BlockGrid(shape, b, roi)
         nb = grid.n_blocks
@@ -176,6 +178,9 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
                     "metric is soft Dice on probabilities (the paper uses hard Dice against the label).")
     if pool.avoid_self_overlap:
         devs.append("Replacement crops come from the explained image itself (no other images were given).")
+    if n_classes > 2:
+        devs.append(f"Multi-class model ({n_classes} classes): the target class probability is binarised at "
+                    f"{cfg.threshold} (the authors' sigmoid models), which can differ from the argmax segmentation.")
     if cfg.amp:
         devs.append("Mixed precision (AMP) on CUDA: an opt-in speed mode, not the model's own precision.")
     params = asdict(cfg) | {"target_class": int(target), "pool": pool.describe(), "metric": score.metric}
