@@ -43,7 +43,7 @@ def run_demo(out_dir: Path, n: int = 50, device: str = "auto", progress: bool = 
     files = [write_map(out_dir / "segmentation.nii.gz", seg, image, slice_index=z)]
     files += p_expl.save(out_dir / "pdcr_map.nii.gz", like=image, slice_index=z)
     files += m_expl.save(out_dir / "misure_saliency.nii.gz", like=image, slice_index=z)
-    fig = save_demo_figure(out_dir / "demo.png", plane[0], seg, p_expl, m_expl,
+    fig = save_demo_figure(out_dir / "demo.png", plane[0], seg, [p_expl, m_expl],
                            f"napari-seg-explain demo: MNI152 axial slice {z}, white matter, RoI {box}")
     files.append(fig)
     return {"command": "demo", "output": str(out_dir), "files": [str(f) for f in files], "slice": z,

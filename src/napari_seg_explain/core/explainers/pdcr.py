@@ -222,9 +222,9 @@ def summary(expl: "Explanation") -> str:
 SPEC = register(ExplainerSpec(
     name="pdcr", title="PdCR", paper="Jiang et al. 2026", config=PdCRConfig, run=pdcr,
     needs=frozenset({"roi", "pool", "label"}), dims=(2, 3),
-    stats=(Stat("M0", "RoI Dice M0 (points)", "{:.1f}"), Stat("negative_share", "supports (red) %", "{:.0f}"),
-           Stat("positive_share", "works against (blue) %", "{:.0f}"),
-           Stat("irrelevant_share", "irrelevant %", "{:.0f}"), Stat("min_ate", "min ATE", "{:.2f}"),
+    stats=(Stat("M0", "M0 (RoI Dice)", "{:.1f}"), Stat("negative_share", "supports (red)", "{:.0f}%"),
+           Stat("positive_share", "works against (blue)", "{:.0f}%"),
+           Stat("irrelevant_share", "irrelevant", "{:.0f}%"), Stat("min_ate", "min ATE", "{:.2f}"),
            Stat("max_ate", "max ATE", "{:.2f}"), Stat("n_blocks", "blocks"),
            Stat("n_blocks_screened_in", "blocks past screening")),
     layers=(ResultLayer("map", "map", "diverging", colorbar=True), ResultLayer("roi", "RoI", "outline")),
