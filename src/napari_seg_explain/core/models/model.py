@@ -214,17 +214,40 @@ class SegmentationModel:
         return drive(self.predict_batches(images, batch_size=batch_size, amp=amp),
                      (lambda ev: progress(ev.done, ev.total)) if progress else None)
 
+    def segment_batches(self, images: "np.ndarray | torch.Tensor", *, batch_size: int = 0,
+                        stage: str = "segmenting") -> Generator["Progress", None, np.ndarray]:
+        """Labels of raw images ``(B, C, *S)`` -> ``(B, *S)`` through the Engine, keeping no probabilities."""
+        import torch
+
+        from ..engine import Engine
+
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        self.check_channels(x.shape[1])
+        engine = Engine(self, batch_size, amp=self.device.type == "cuda")
+
+        def labels(p: "torch.Tensor") -> "torch.Tensor":
+            return (p[:, 0] > 0.5) if p.shape[1] == 1 else p.argmax(dim=1)
+
+        with self.eval_mode():
+            lab = yield from engine.run(len(x), lambda a, b: self.normalize(x[a:b]), labels, stage=stage,
+                                        shape=tuple(x.shape[1:]))
+        k = len(self.card.classes) or 2
+        return lab.numpy().astype(np.uint8 if k <= 256 else np.int16)
+
     def segment(self, image: "Image", slice_index: int | None = None, *, batch_size: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Label map in the image's spatial shape (or the slice's, with ``slice_index``)."""
+        from ..progress import drive
+
         self.check_channels(image.n_channels)
         if self.card.spatial_dims == 3 and image.spatial_ndim == 3:
             return labels_from_probs(self.predict(image.data.astype(np.float32), batch_size=1))
         if image.spatial_ndim == 2 or slice_index is not None:
             return labels_from_probs(self.predict(image.slice2d(slice_index), batch_size=batch_size))
         vol = np.moveaxis(image.data.astype(np.float32), -1, 0)  # (K slices, C, I, J)
-        probs = self.predict(vol, batch_size=batch_size, progress=progress)
-        return np.moveaxis(labels_from_probs(probs, axis=1), 0, -1)
+        labels = drive(self.segment_batches(vol, batch_size=batch_size),
+                       (lambda ev: progress(ev.done, ev.total)) if progress else None)
+        return np.moveaxis(labels, 0, -1)
 
     @contextmanager
     def eval_mode(self) -> Iterator[None]:
