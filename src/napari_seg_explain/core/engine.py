@@ -165,6 +165,9 @@ class Engine:
             yield Progress(done0 + stop, total, stage, partial=partial(stop, out) if partial else None)
             if stop_now:
                 break
+        if self._pending and self.timings:  # the work ran out before every candidate was timed
+            self._pending.clear()
+            self._choose()
         if out is None:
             out = torch.empty((0,), dtype=torch.float32)
         return out
