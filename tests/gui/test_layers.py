@@ -19,8 +19,8 @@ def _pdcr_expl(h=16, w=24):
     return Explanation(method="pdcr", map=amap, roi=roi, stats={"M0": 80.0}, params={"n": 50})
 
 
-def test_pdcr_colormap_red_negative_blue_positive_transparent_zero():
-    cmap = L.pdcr_colormap()
+def test_diverging_colormap_red_negative_blue_positive_transparent_zero():
+    cmap = L.diverging_colormap()
     lo, mid, hi = cmap.map(np.array([0.0, 0.5, 1.0]))
     assert lo[0] > 0.5 and lo[2] < 0.2 and lo[3] == 1  # -L: red
     assert hi[2] > 0.5 and hi[0] < 0.2 and hi[3] == 1  # +L: blue
@@ -41,6 +41,7 @@ def test_volume_layers_place_the_map_at_the_slice_with_the_image_geometry():
     geom = L.SliceGeometry(shape=(5, 16, 24), slice_index=3, scale=(2.0, 0.5, 0.5), translate=(1.0, 2.0, 3.0),
                            source_layer="scan", source_metadata={"affine": np.eye(4).tolist(), "source": "a.nii"})
     (data, kw, kind), (roi_data, roi_kw, roi_kind) = L.explanation_layer_data(expl, geom)
+    assert kw["name"] == "PdCR map" and roi_kw["name"] == "PdCR RoI"  # no run label: the method's layer titles
     assert kind == "image" and data.shape == (5, 16, 24) and data.dtype == np.float32
     np.testing.assert_array_equal(data[3], expl.map)
     assert np.isnan(data[[0, 1, 2, 4]]).all()
@@ -49,6 +50,7 @@ def test_volume_layers_place_the_map_at_the_slice_with_the_image_geometry():
     assert kw["metadata"]["seg_explain"]["source"] == "a.nii"  # the source metadata is kept
     assert kw["metadata"]["seg_explain"]["slice_index"] == 3
     assert kw["metadata"]["explanation"]["stats"]["M0"] == 80.0
+    assert kw["metadata"]["seg_explain"]["style"] == "diverging" and kw["metadata"]["seg_explain"]["colorbar"]
     assert roi_kind == "shapes" and roi_kw["shape_type"] == ["rectangle"] and roi_kw["edge_color"] == "lime"
     np.testing.assert_allclose(roi_data[0], [[3, 3.5, 7.5], [3, 3.5, 15.5], [3, 7.5, 15.5], [3, 7.5, 7.5]])
     assert roi_kw["face_color"] == "transparent"
@@ -63,9 +65,14 @@ def test_2d_layers_and_misure():
     expl = Explanation(method="misure", map=sal, maps={"sufficient_region": region}, stats={"dice_explained": 0.95})
     tuples = L.explanation_layer_data(expl, geom)
     kinds = {kw["name"]: (kind, d) for d, kw, kind in tuples}
-    assert set(kinds) == {L.MISURE_SALIENCY, L.MISURE_REGION}
-    assert kinds[L.MISURE_REGION][0] == "labels" and kinds[L.MISURE_REGION][1].shape == (16, 24)
-    np.testing.assert_array_equal(kinds[L.MISURE_SALIENCY][1], sal)
+    assert set(kinds) == {"MiSuRe saliency", "MiSuRe sufficient region"}
+    assert kinds["MiSuRe sufficient region"][0] == "labels" and kinds["MiSuRe sufficient region"][1].shape == (16, 24)
+    np.testing.assert_array_equal(kinds["MiSuRe saliency"][1], sal)
+    # a run's layers end with its RoI and class
+    expl.run = {"id": "abc", "roi_name": "RoI 2", "class_name": "white_matter"}
+    names = [kw["name"] for _, kw, _ in L.explanation_layer_data(expl, geom)]
+    assert names == ["MiSuRe sufficient region · RoI 2 · white_matter", "MiSuRe saliency · RoI 2 · white_matter"]
+    assert all(kw["metadata"]["seg_explain"]["run_id"] == "abc" for _, kw, _ in L.explanation_layer_data(expl, geom))
 
 
 def test_roi_outline_of_an_irregular_mask_is_a_polygon_around_it():
@@ -100,8 +107,9 @@ def test_result_layer_detection():
     from types import SimpleNamespace as NS
 
     assert L.is_result_layer(NS(name="anything", metadata={"seg_explain": {"result": "misure_saliency"}}))
-    assert L.is_result_layer(NS(name=L.PDCR_MAP + L.PARTIAL_SUFFIX, metadata={}))
-    assert L.is_result_layer(NS(name=L.MISURE_SALIENCY + L.STREAM_SUFFIX, metadata={}))
+    assert L.is_result_layer(NS(name="PdCR map" + L.PARTIAL_SUFFIX, metadata={}))
+    assert L.is_result_layer(NS(name="PdCR map · RoI 1 · white_matter" + L.PARTIAL_SUFFIX, metadata={}))
+    assert L.is_result_layer(NS(name="MiSuRe saliency · RoI 2 · class 1" + L.STREAM_SUFFIX, metadata={}))
     assert not L.is_result_layer(NS(name="mni152_t1", metadata={"seg_explain": {"source": "a.nii"}}))
     assert not L.is_result_layer(NS(name="PdCR map of last week", metadata={"seg_explain": "odd"}))
 

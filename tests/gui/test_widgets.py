@@ -21,6 +21,13 @@ from gui_helpers import (
 )
 
 from napari_seg_explain.napari import layers as L
+from napari_seg_explain.napari.widgets.sections.explain import NO_ROI
+
+# the layers of the first run on the cue volume: method, RoI (shape 1 of layer 'RoI'), class
+MAP = "PdCR map · RoI 1 · object"
+ROI = "PdCR RoI · RoI 1 · object"
+SALIENCY = "MiSuRe saliency · whole image · object"
+REGION = "MiSuRe sufficient region · whole image · object"
 
 
 def _load(qtbot, widget, path):
@@ -30,10 +37,10 @@ def _load(qtbot, widget, path):
 
 
 def _configure_pdcr(widget, n=4, screen=1, batch=0, pool="The image itself (fallback, not the paper's setting)"):
-    widget.method.setCurrentIndex(0)
-    widget.n_draws.setValue(n)
-    widget.screen.setValue(screen)
-    widget.batch.setValue(batch)
+    widget.set_method("pdcr")
+    widget.param("n").setValue(n)
+    widget.param("screen").setValue(screen)
+    widget.param("batch_size").setValue(batch)
     widget.pool_combo.setCurrentText(pool)
 
 
@@ -45,13 +52,21 @@ def _truth_and_dark_pool(viewer, widget, image):
     viewer.add_labels(label, name="truth", scale=image.scale, translate=image.translate)
     rng = np.random.default_rng(1)
     viewer.add_image(rng.uniform(0, 0.2, (3, 40, 40)).astype(np.float32), name="dark pool", visible=False)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     widget.gt_combo.setCurrentText("truth")
     widget.pool_combo.setCurrentText("Other open image layers")
 
 
 def _names(viewer):
     return [lay.name for lay in viewer.layers]
+
+
+def _ids(viewer):
+    return [id(lay) for lay in viewer.layers]
+
+
+def _running(viewer):
+    return [lay.name for lay in viewer.layers if lay.name.endswith(" (running)")]
 
 
 # --------------------------------------------------------------------------------------- model
@@ -113,29 +128,30 @@ def test_pdcr_run_makes_result_layers_at_the_slice(qtbot, viewer_widget, cue_mod
     before = image.data.copy()
     _load(qtbot, widget, cue_model_file)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     assert widget.roi_combo.currentText() == "RoI"
     _configure_pdcr(widget)
     _truth_and_dark_pool(viewer, widget, image)
     assert widget.roi_combo.currentText() == "RoI"
     est = widget.update_estimate()
-    assert "60 blocks" in est and "at most 60×(1+4) = 300 forward passes" in est
+    assert "at most 301 forward passes" in est  # 60 blocks outside the RoI x (S + N) + the unperturbed pass
     worker = widget.run()
     assert worker is not None and not widget.run_button.isEnabled()
     wait_idle(qtbot, widget)
     assert widget.run_button.isEnabled()
 
-    amap = viewer.layers[L.PDCR_MAP]
-    roi = viewer.layers[L.PDCR_ROI]
-    assert L.PDCR_MAP + " (running)" not in viewer.layers
+    amap = viewer.layers[MAP]
+    roi = viewer.layers[ROI]
+    assert not _running(viewer)
     assert amap.data.shape == image.data.shape and amap.data.dtype == np.float32
     np.testing.assert_allclose(amap.scale, SCALE)
     np.testing.assert_allclose(amap.translate, TRANSLATE)
-    assert amap.colormap.name == "pdcr_diverging" and amap.blending == "translucent"
+    assert amap.colormap.name == "seg_explain_diverging" and amap.blending == "translucent"
     lo, hi = amap.contrast_limits
     assert lo == pytest.approx(-hi) and hi > 0
     assert np.isnan(amap.data[Z - 1]).all() and np.isnan(amap.data[Z, 8:24, 8:24]).all()
-    expl = widget.results["pdcr"][0]
+    run = widget.latest("pdcr")
+    expl = run.expl
     np.testing.assert_array_equal(amap.data[Z], expl.map)
     assert hi == pytest.approx(np.nanmax(np.abs(expl.map)))
     # known by construction: the cue block supports (red, < 0), the suppressor works against (blue, > 0)
@@ -144,6 +160,7 @@ def test_pdcr_run_makes_result_layers_at_the_slice(qtbot, viewer_widget, cue_mod
     meta = amap.metadata
     assert meta["explanation"]["method"] == "pdcr" and meta["explanation"]["params"]["n"] == 4
     assert meta["seg_explain"]["slice_index"] == Z and meta["seg_explain"]["source_layer"] == "cue volume"
+    assert meta["seg_explain"]["run_id"] == run.run_id == expl.run["id"] == roi.metadata["seg_explain"]["run_id"]
     assert L.layer_kind(roi) == "shapes" and roi.shape_type == ["rectangle"]
     np.testing.assert_allclose(roi.data[0][:, 0], Z)
     np.testing.assert_allclose(roi.data[0][:, 1:].min(axis=0), [7.5, 7.5])
@@ -152,55 +169,76 @@ def test_pdcr_run_makes_result_layers_at_the_slice(qtbot, viewer_widget, cue_mod
     np.testing.assert_array_equal(image.data, before)
 
     # rerun: the same layers are updated, none added
-    names = _names(viewer)
+    names, objects = _names(viewer), list(viewer.layers)
     widget.run()
     wait_idle(qtbot, widget)
-    assert _names(viewer) == names
+    assert _names(viewer) == names and _ids(viewer) == [id(lay) for lay in objects]
+    assert len(widget.runs) == 1 and widget.latest().run_id == run.run_id
     np.testing.assert_array_equal(image.data, before)
 
 
 def test_cancel_leaves_the_viewer_as_before_and_it_stays_usable(qtbot, viewer_widget, slow_model):
+    """Cancel a rerun (it streams into its own run's map) and a new run (it streams into a layer of its own):
+    each time the viewer is as before, the first run's layers and results untouched."""
     viewer, widget, image = viewer_widget
     before = image.data.copy()
     widget.set_model(slow_model)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
-    _configure_pdcr(widget, n=2, screen=1, batch=0)  # a first short run: the map a rerun streams into
+    widget.sync.refresh()
+    _configure_pdcr(widget, n=2, screen=3, batch=1)  # a first run of about 200 passes: the map a rerun streams into
     widget.run()
     wait_idle(qtbot, widget)
-    amap = viewer.layers[L.PDCR_MAP]
+    amap = viewer.layers[MAP]
     map_before, limits_before, meta_before = amap.data.copy(), tuple(amap.contrast_limits), amap.metadata
-    result_before = widget.results["pdcr"][0]
+    result_before = widget.latest("pdcr").expl
     assert np.isfinite(map_before[Z]).any()
 
-    _configure_pdcr(widget, n=50, screen=1, batch=1)
-    widget.seed.setValue(3)
-    names = _names(viewer)
+    def cancel_soon(worker):
+        finished = []
+        worker.finished.connect(lambda: finished.append(time.perf_counter()))
+        qtbot.waitUntil(lambda: widget.progress.value() >= 5, timeout=10000)
+        t0 = time.perf_counter()
+        widget.cancel()
+        assert _names(viewer) == names  # immediately as before
+        qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+        stop_s = finished[0] - t0
+        assert stop_s < 1.0, f"worker took {stop_s:.2f} s to stop"
+        wait_idle(qtbot, widget, 5000)
+        assert _names(viewer) == names and _ids(viewer) == ids and widget.run_button.isEnabled()
+        # the map of the first run is back: same layer, data, contrast limits and metadata; same run
+        assert viewer.layers[MAP] is amap
+        np.testing.assert_array_equal(amap.data, map_before)
+        assert tuple(amap.contrast_limits) == limits_before and amap.metadata == meta_before
+        np.testing.assert_allclose(amap.scale, SCALE)
+        assert len(widget.runs) == 1 and widget.latest("pdcr").expl is result_before
+        np.testing.assert_array_equal(image.data, before)
+
+    # an identical rerun (same run id) streams into the run's own map, renamed while it runs
+    names, ids = _names(viewer), _ids(viewer)
     worker = widget.run()
-    finished = []
-    worker.finished.connect(lambda: finished.append(time.perf_counter()))
-    qtbot.waitUntil(lambda: L.PDCR_MAP + " (running)" in viewer.layers, timeout=2000)  # streams into the map
-    qtbot.waitUntil(lambda: widget.progress.value() >= 5, timeout=10000)
-    assert tuple(amap.contrast_limits) != limits_before or not np.array_equal(amap.data, map_before, equal_nan=True)
-    t0 = time.perf_counter()
-    widget.cancel()
-    assert _names(viewer) == names  # immediately as before
-    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
-    stop_s = finished[0] - t0
-    assert stop_s < 1.0, f"worker took {stop_s:.2f} s to stop"
-    assert _names(viewer) == names and not widget.busy and widget.run_button.isEnabled()
-    # the map of the first run is back: same layer, data, contrast limits and metadata; same results panel entry
-    assert viewer.layers[L.PDCR_MAP] is amap
+    qtbot.waitUntil(lambda: MAP + " (running)" in viewer.layers, timeout=5000)
+    assert viewer.layers[MAP + " (running)"] is amap and len(viewer.layers) == len(names)
+    qtbot.waitUntil(lambda: tuple(amap.contrast_limits) != limits_before
+                    or not np.array_equal(amap.data, map_before, equal_nan=True), timeout=5000)
+    cancel_soon(worker)
+
+    # another run (other parameters, a new run id) streams into a layer of its own; the first run stays as it is
+    _configure_pdcr(widget, n=50, screen=1, batch=1)
+    widget.param("seed").setValue(3)
+    worker = widget.run()
+    stream = MAP + " #2 (running)"
+    qtbot.waitUntil(lambda: stream in viewer.layers, timeout=5000)
+    qtbot.waitUntil(lambda: np.isfinite(viewer.layers[stream].data[Z]).any(), timeout=5000)
     np.testing.assert_array_equal(amap.data, map_before)
-    assert tuple(amap.contrast_limits) == limits_before and amap.metadata == meta_before
-    np.testing.assert_allclose(amap.scale, SCALE)
-    assert widget.results["pdcr"][0] is result_before
-    np.testing.assert_array_equal(image.data, before)
-    # still usable: a short run succeeds
+    cancel_soon(worker)
+
+    # still usable: a short run succeeds, with layers of its own
     _configure_pdcr(widget, n=2, screen=1, batch=0)
     widget.run()
     wait_idle(qtbot, widget)
-    assert L.PDCR_MAP in viewer.layers and widget.results["pdcr"][0] is not result_before
+    assert MAP in viewer.layers and MAP + " #2" in viewer.layers and len(widget.runs) == 2
+    assert widget.latest("pdcr").expl is not result_before
+    np.testing.assert_array_equal(amap.data, map_before)
     np.testing.assert_array_equal(image.data, before)
 
 
@@ -224,7 +262,7 @@ def test_cancel_stops_within_a_second_on_a_large_plane(qtbot, make_napari_viewer
                      output_activation="softmax")
     widget.set_model(SegmentationModel(PixelCost(two_class=True), card, device="cpu"))
     add_rect(viewer, 8, 8, 24, 24, z=Z)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget, n=50, screen=1, batch=0)
     for start in (widget.run, widget.segment):
         if start == widget.segment:
@@ -250,20 +288,20 @@ def test_cancel_with_keep_partial_keeps_a_partial_layer(qtbot, viewer_widget, sl
     viewer, widget, image = viewer_widget
     widget.set_model(slow_model)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget, n=50, screen=1, batch=4)
     widget.keep_partial.setChecked(True)
     names = _names(viewer)
     widget.run()
-    qtbot.waitUntil(lambda: L.PDCR_MAP + " (running)" in viewer.layers, timeout=2000)
-    stream = viewer.layers[L.PDCR_MAP + " (running)"]
+    qtbot.waitUntil(lambda: MAP + " (running)" in viewer.layers, timeout=2000)
+    stream = viewer.layers[MAP + " (running)"]
     qtbot.waitUntil(lambda: np.isfinite(stream.data[Z]).any(), timeout=20000)  # streaming filled some blocks
     widget.cancel()
     wait_idle(qtbot, widget, 5000)
-    partial = viewer.layers[L.PDCR_MAP + " (partial)"]
+    partial = viewer.layers[MAP + " (partial)"]
     assert _names(viewer) == names + [partial.name]
     assert "partial" in partial.metadata["seg_explain"]["status"]
-    assert L.PDCR_MAP not in viewer.layers
+    assert MAP not in viewer.layers and len(widget.runs) == 0
     # block by block: estimated blocks are numbers (0 = irrelevant), blocks not yet estimated are NaN, like the
     # RoI and the blocks touching it
     from napari_seg_explain.core.perturb.grid import blocks_touching
@@ -288,11 +326,11 @@ def test_errors_in_the_inputs_are_notifications(qtbot, viewer_widget, cue_model_
     assert any("PdCR needs a RoI" in m for _, m in notes)
     viewer.add_shapes([np.array([[Z, 1, 1], [Z, 5, 9]], float)], shape_type="line", name="lines",
                       scale=image.scale, translate=image.translate)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     widget.roi_combo.setCurrentText("lines")
     assert widget.run() is None
     assert any("has no inside" in m for _, m in notes)
-    assert not widget.busy and L.PDCR_MAP + " (running)" not in viewer.layers
+    assert not widget.busy and not _running(viewer)
 
 
 def test_keyboard_shortcuts_run_and_cancel(qtbot, make_napari_viewer, slow_model):
@@ -314,13 +352,14 @@ def test_keyboard_shortcuts_run_and_cancel(qtbot, make_napari_viewer, slow_model
     win = widget.window()
     win.activateWindow()
     qtbot.waitUntil(win.isActiveWindow, timeout=3000)
-    widget.n_draws.setFocus()
-    qtbot.keyClick(widget.n_draws, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    n_draws = widget.param("n")
+    n_draws.setFocus()
+    qtbot.keyClick(n_draws, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert widget.busy and widget.shortcut_cancel.isEnabled()
-    qtbot.keyClick(widget.n_draws, Qt.Key.Key_Escape)
+    qtbot.keyClick(n_draws, Qt.Key.Key_Escape)
     wait_idle(qtbot, widget, 5000)
     assert widget.progress_label.text().startswith("cancelled")
-    assert L.PDCR_MAP + " (running)" not in viewer.layers and not widget.shortcut_cancel.isEnabled()
+    assert not _running(viewer) and not widget.shortcut_cancel.isEnabled()
 
 
 # ----------------------------------------------------------------------- 2-D layers, other RoIs
@@ -344,12 +383,12 @@ def test_2d_image_with_ellipse_polygon_and_labels_rois(qtbot, make_napari_viewer
     assert widget.pool_combo.currentText().startswith("The image itself")
     widget.run()
     wait_idle(qtbot, widget)
-    expl = widget.results["pdcr"][0]
-    amap = viewer.layers[L.PDCR_MAP]
+    expl = widget.latest("pdcr").expl
+    amap = viewer.layers["PdCR map · ellipse RoI 1 · object"]  # shape 1 of the layer 'ellipse RoI'
     assert amap.data.shape == (64, 64) and amap.ndim == 2
     # the ellipse inscribed in the 16x16 box: centre pixels inside, corners outside, area ~ pi r^2
     assert expl.roi[16, 16] and not expl.roi[8, 8] and abs(expl.roi.sum() - np.pi * 8 ** 2) < 25
-    assert viewer.layers[L.PDCR_ROI].shape_type == ["polygon"]
+    assert viewer.layers["PdCR RoI · ellipse RoI 1 · object"].shape_type == ["polygon"]
     assert any("crops of the explained image itself" in w for w in expl.warnings)
 
     # the selected shape wins over the newest one (a triangle on the segmented right part of the object)
@@ -357,18 +396,22 @@ def test_2d_image_with_ellipse_polygon_and_labels_rois(qtbot, make_napari_viewer
     shapes.selected_data = {1}
     widget.run()
     wait_idle(qtbot, widget)
-    roi = widget.results["pdcr"][0].roi
+    run = widget.latest("pdcr")
+    roi = run.expl.roi
     assert roi[10, 21] and not roi[16, 16] and not roi[14, 18]
+    assert run.label == "ellipse RoI 2 · object" and run.layers["map"].name == "PdCR map · ellipse RoI 2 · object"
 
     # a Labels layer: its non-zero pixels
     lab = np.zeros((64, 64), np.uint8)
     lab[10:20, 14:24] = 3  # on the segmented part of the object
     viewer.add_labels(lab, name="painted RoI")
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     widget.roi_combo.setCurrentText("painted RoI")
     widget.run()
     wait_idle(qtbot, widget)
-    np.testing.assert_array_equal(widget.results["pdcr"][0].roi, lab > 0)
+    run = widget.latest("pdcr")
+    np.testing.assert_array_equal(run.expl.roi, lab > 0)
+    assert run.label == "painted RoI · object" and len(widget.runs) == 3  # each RoI keeps its run
     np.testing.assert_array_equal(image.data, before)
     assert not [m for sev, m in notes if "ERROR" in sev.upper()]
 
@@ -393,61 +436,64 @@ def test_misure_layers(qtbot, viewer_widget, cue_model_file, tmp_path):
     viewer, widget, image = viewer_widget
     before = image.data.copy()
     _load(qtbot, widget, cue_model_file)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     assert widget.gt_combo.isEnabled()
-    widget.method.setCurrentIndex(1)
+    widget.set_method("misure")
     assert not widget.gt_combo.isEnabled()  # MiSuRe does not use a ground truth
-    widget.roi_combo.setCurrentText("(none: whole image, MiSuRe only)")
-    widget.iterations.setValue(5)
+    assert not widget.pool_combo.isEnabled()  # nor a pool
+    assert widget.param("iterations").isVisibleTo(widget) and not widget.param("n", "pdcr").isVisibleTo(widget)
+    widget.roi_combo.setCurrentText(NO_ROI)
+    widget.param("iterations").setValue(5)
     widget.run()
     wait_idle(qtbot, widget)
     np.testing.assert_array_equal(image.data, before)
-    sal = viewer.layers[L.MISURE_SALIENCY]
-    region = viewer.layers[L.MISURE_REGION]
+    sal = viewer.layers[SALIENCY]
+    region = viewer.layers[REGION]
     assert sal.data.shape == region.data.shape == image.data.shape
     assert L.layer_kind(region) == "labels" and region.data[Z].any() and not region.data[Z + 1].any()
     assert sal.contrast_limits == [0.0, 1.0] and sal.colormap.name == "inferno_transparent_zero"
     assert sal.metadata["explanation"]["method"] == "misure"
-    assert L.MISURE_ROI not in viewer.layers
+    assert not [name for name in _names(viewer) if name.startswith("MiSuRe RoI")]
     assert "Dice explained" in widget.stats_panel.text()
     # saved and opened back
     widget.save_results(tmp_path / "m")
-    for name in (L.MISURE_SALIENCY, L.MISURE_REGION):
+    for name in (SALIENCY, REGION):
         viewer.layers.remove(name)
+    assert len(widget.runs) == 0  # a run whose layers are all gone is forgotten
     names = {lay.name for lay in widget.open_results(tmp_path / "m")}
-    assert names == {L.MISURE_SALIENCY, L.MISURE_REGION}
-    np.testing.assert_array_equal(viewer.layers[L.MISURE_REGION].data, region.data)
+    assert names == {SALIENCY, REGION} and len(widget.runs) == 1
+    np.testing.assert_array_equal(viewer.layers[REGION].data, region.data)
 
 
 def test_pool_choices_leave_out_result_layers_and_name_the_excluded_slices(qtbot, viewer_widget, cue_model_file,
                                                                             notes):
     viewer, widget, image = viewer_widget
     _load(qtbot, widget, cue_model_file)
-    widget.method.setCurrentIndex(1)  # MiSuRe adds an image layer of its own: the saliency
-    widget.roi_combo.setCurrentText("(none: whole image, MiSuRe only)")
-    widget.iterations.setValue(3)
+    widget.set_method("misure")  # MiSuRe adds an image layer of its own: the saliency
+    widget.roi_combo.setCurrentText(NO_ROI)
+    widget.param("iterations").setValue(3)
     widget.run()
     wait_idle(qtbot, widget)
-    assert L.MISURE_SALIENCY in viewer.layers
+    assert SALIENCY in viewer.layers
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget, pool="Other open image layers")
     assert widget.run() is None  # the result layers are no perturbation pool
     assert any("no other image layer" in m for _, m in notes)
     # nor is a map kept on Cancel (named like one, whatever its metadata)
-    viewer.add_image(np.ones((64, 64), np.float32), name=L.PDCR_MAP + " (partial)")
+    viewer.add_image(np.ones((64, 64), np.float32), name=MAP + " (partial)")
     viewer.add_image(np.random.default_rng(0).uniform(size=(64, 64)).astype(np.float32), name="other scan")
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     assert widget.image_combo.currentText() == "cue volume"
-    assert widget.image_combo.findText(L.MISURE_SALIENCY) == -1
-    req, _, _ = widget.gather()
+    assert widget.image_combo.findText(SALIENCY) == -1
+    req, = widget.gather()
     assert req.pool.description == "image layers 'other scan'" and len(req.pool.planes()) == 1
 
     # the volume pool's entry names the 'Pool exclude ±' value
     widget.exclude.setValue(3)
     assert widget.pool_combo.itemText(0) == "Other slices of this volume (±3 excluded)"
     widget.pool_combo.setCurrentIndex(0)
-    req, _, _ = widget.gather()
+    req, = widget.gather()
     assert req.pool.kind == "volume" and req.pool.exclude == 3 and "±3" in req.pool.description
     assert len(req.pool.planes()) == image.data.shape[0] - 7  # slices Z-3 .. Z+3 left out
 
@@ -473,19 +519,20 @@ def test_result_layers_follow_a_rotated_sheared_image(qtbot, make_napari_viewer,
     wait_idle(qtbot, widget)
     widget.run()
     wait_idle(qtbot, widget)
-    np.testing.assert_array_equal(widget.results["pdcr"][0].roi[8:24, 8:24], True)
-    widget.method.setCurrentIndex(1)
-    widget.iterations.setValue(3)
+    np.testing.assert_array_equal(widget.latest("pdcr").expl.roi[8:24, 8:24], True)
+    widget.set_method("misure")
+    widget.param("iterations").setValue(3)
     widget.run()
     wait_idle(qtbot, widget)
-    names = [L.PDCR_MAP, L.PDCR_ROI, L.MISURE_SALIENCY, L.MISURE_REGION, L.MISURE_ROI, "cue-model segmentation"]
+    names = [MAP, ROI, "MiSuRe saliency · RoI 1 · object", "MiSuRe sufficient region · RoI 1 · object",
+             "MiSuRe RoI · RoI 1 · object", "cue-model segmentation"]
     for name in names:
         layer = viewer.layers[name]
         for pixel in [(0.0, 0.0), (10.0, 20.0), (63.0, 5.0)]:
             np.testing.assert_allclose(layer.data_to_world(pixel), image.data_to_world(pixel), atol=1e-9,
                                        err_msg=name)
     # the RoI outline lies where the RoI was drawn; 'Draw RoI' makes a layer on the image's frame
-    np.testing.assert_allclose(viewer.layers[L.PDCR_ROI].data[0], roi.data[0])
+    np.testing.assert_allclose(viewer.layers[ROI].data[0], roi.data[0])
     drawn = widget.new_roi_layer()
     np.testing.assert_allclose(drawn.data_to_world((10.0, 20.0)), image.data_to_world((10.0, 20.0)), atol=1e-9)
 
@@ -495,7 +542,7 @@ def test_the_explained_plane_must_be_the_one_shown(qtbot, viewer_widget, cue_mod
     viewer, widget, image = viewer_widget
     _load(qtbot, widget, cue_model_file)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget)
     widget.segment_scope.setCurrentText("current slice")
 
@@ -511,7 +558,7 @@ def test_the_explained_plane_must_be_the_one_shown(qtbot, viewer_widget, cue_mod
     assert widget.run() is None and widget.segment() is None
     assert refusals() == 4 and "axis 0" in notes[-1][1]
     assert "switch to 2-D axial view" in widget.slice_label.text()
-    assert not widget.busy and L.PDCR_MAP + " (running)" not in viewer.layers
+    assert not widget.busy and not _running(viewer)
     # the whole volume does not depend on the view
     widget.segment_scope.setCurrentText("whole volume")
     assert widget.segment() is not None
@@ -520,7 +567,7 @@ def test_the_explained_plane_must_be_the_one_shown(qtbot, viewer_widget, cue_mod
     assert "axial slice 4" in widget.slice_label.text()
     widget.run()
     wait_idle(qtbot, widget)
-    assert "pdcr" in widget.results and refusals() == 4
+    assert widget.latest("pdcr") is not None and refusals() == 4
 
 
 def test_results_scroll_into_view_with_the_map_colorbar(qtbot, make_napari_viewer, cue_model_file):
@@ -536,7 +583,7 @@ def test_results_scroll_into_view_with_the_map_colorbar(qtbot, make_napari_viewe
     widget.window().resize(1100, 620)
     _load(qtbot, widget, cue_model_file)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget)
     scroll, panel = widget.scroll_area, widget.stats_panel
     bar = scroll.verticalScrollBar()
@@ -552,11 +599,11 @@ def test_results_scroll_into_view_with_the_map_colorbar(qtbot, make_napari_viewe
     wait_idle(qtbot, widget)
     qtbot.waitUntil(panel_in_view, timeout=3000)
     assert "M0" in panel.text()
-    amap = viewer.layers[L.PDCR_MAP]
+    amap = viewer.layers[MAP]
     assert not amap.colorbar.visible, "the canvas colour bar is opt-in (its first draw stalls the viewer)"
     widget.canvas_colorbar.setChecked(True)
     assert amap.colorbar.visible  # the map's colour scale in the canvas
-    assert viewer.layers[L.PDCR_ROI].visible
+    assert viewer.layers[ROI].visible
 
 
 def test_drawing_mode_ends_once_a_roi_is_drawn(qtbot, viewer_widget):
@@ -602,26 +649,29 @@ def test_save_and_open_results_round_trip(qtbot, viewer_widget, cue_model_file, 
     widget.segment()
     wait_idle(qtbot, widget)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget)
     widget.run()
     wait_idle(qtbot, widget)
-    expl = widget.results["pdcr"][0]
+    run = widget.latest("pdcr")
+    expl = run.expl
     out = tmp_path / "results"
     index = widget.save_results(out)
     assert index is not None and index.name == "results.json"
-    assert (out / "pdcr.npy").exists() and (out / "pdcr.json").exists() and (out / "pdcr_roi.npy").exists()
+    stem = f"{run.run_id}_pdcr_map"
+    assert (out / f"{stem}.npy").exists() and (out / f"{stem}.json").exists() and (out / f"{stem}_roi.npy").exists()
     # a fresh viewer state: remove the result layers, then open the folder
-    for name in (L.PDCR_MAP, L.PDCR_ROI, "cue-model segmentation"):
+    for name in (MAP, ROI, "cue-model segmentation"):
         viewer.layers.remove(name)
-    widget.results.clear()
+    assert len(widget.runs) == 0
     added = widget.open_results(out)
-    assert {lay.name for lay in added} == {L.PDCR_MAP, L.PDCR_ROI, "cue-model segmentation"}
-    amap = viewer.layers[L.PDCR_MAP]
+    assert {lay.name for lay in added} == {MAP, ROI, "cue-model segmentation"}
+    assert widget.latest().run_id == run.run_id
+    amap = viewer.layers[MAP]
     np.testing.assert_array_equal(amap.data[Z], expl.map)
     np.testing.assert_allclose(amap.scale, SCALE)
     assert amap.metadata["explanation"]["stats"]["M0"] == pytest.approx(expl.stats["M0"])
-    assert viewer.layers[L.PDCR_ROI].shape_type == ["rectangle"]
+    assert viewer.layers[ROI].shape_type == ["rectangle"]
 
 
 def test_save_nifti_with_the_scan_geometry(qtbot, viewer_widget, cue_model_file, tmp_path):
@@ -633,17 +683,18 @@ def test_save_nifti_with_the_scan_geometry(qtbot, viewer_widget, cue_model_file,
     image.metadata = {"seg_explain": {"affine": affine.tolist(), "spatial_shape": [64, 64, 9], "source": "x.nii"}}
     _load(qtbot, widget, cue_model_file)
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget)
     widget.run()
     wait_idle(qtbot, widget)
     widget.save_results(tmp_path / "r")
-    nii = nib.load(str(tmp_path / "r" / "pdcr.nii.gz"))
+    run = widget.latest("pdcr")
+    nii = nib.load(str(tmp_path / "r" / f"{run.run_id}_pdcr_map.nii.gz"))
     assert nii.shape == (64, 64, 9)
     np.testing.assert_allclose(nii.affine, affine)
     vol = np.asarray(nii.dataobj)
-    np.testing.assert_array_equal(vol[:, :, Z], widget.results["pdcr"][0].map)
-    assert viewer.layers[L.PDCR_MAP].metadata["seg_explain"]["affine"] == affine.tolist()
+    np.testing.assert_array_equal(vol[:, :, Z], run.expl.map)
+    assert viewer.layers[MAP].metadata["seg_explain"]["affine"] == affine.tolist()
 
 
 # ------------------------------------------------------------------- the sample model, rendering
@@ -678,7 +729,7 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
 
     y0, x0, y1, x1 = pick_box(seg == 1)
     add_rect(viewer, y0, x0, y1, x1, z=z, image=image)
-    widget._refresh_layer_combos()
+    widget.sync.refresh()
     _configure_pdcr(widget, n=4, screen=1, pool="Other slices of this volume (±5 excluded)")
     widget.gt_combo.setCurrentIndex(0)
 
@@ -705,9 +756,10 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
     assert longest_ms < 250  # goal: 100 ms (software OpenGL, 2 CPU cores)
     assert median_ms < 40  # the 10 ms timer keeps ticking while the model runs
 
-    expl = widget.results["pdcr"][0]
+    run = widget.latest("pdcr")
+    expl = run.expl
     assert expl.stats["n_blocks"] > 150 and np.isfinite(expl.map).any()
-    amap = viewer.layers[L.PDCR_MAP]
+    amap = viewer.layers["PdCR map · RoI 1 · white_matter"]
     assert amap.data.shape == image.data.shape
     np.testing.assert_allclose(amap.scale, image.scale)
     np.testing.assert_array_equal(image.data, before)
@@ -721,14 +773,14 @@ def test_sample_model_pdcr_streams_renders_and_keeps_the_event_loop_responsive(q
     from napari_seg_explain.core.sample import SAMPLE_VOLUME, sample_path
 
     widget.save_results(tmp_path / "res")
-    nii = nib.load(str(tmp_path / "res" / "pdcr.nii.gz"))
+    nii = nib.load(str(tmp_path / "res" / f"{run.run_id}_pdcr_map.nii.gz"))
     scan = read_image(sample_path(SAMPLE_VOLUME))
     assert nii.shape == scan.spatial_shape
     np.testing.assert_allclose(nii.affine, scan.affine)
     np.testing.assert_array_equal(np.asarray(nii.dataobj)[:, :, z], expl.map)
 
     # rendering: the map adds red and blue over the scan and leaves the rest of it untouched
-    viewer.layers[L.PDCR_ROI].visible = False
+    viewer.layers["PdCR RoI · RoI 1 · white_matter"].visible = False
     shown = viewer.screenshot(canvas_only=True, flash=False).astype(int)
     amap.visible = False
     hidden = viewer.screenshot(canvas_only=True, flash=False).astype(int)

@@ -1,5 +1,5 @@
 """Dock widgets of napari-seg-explain (manifest: ``napari_seg_explain.napari.widgets:SegExplainWidget``)."""
 
-from .main_widget import SegExplainWidget
+from .dock import SegExplainWidget
 
 __all__ = ["SegExplainWidget"]

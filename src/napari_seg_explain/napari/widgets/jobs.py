@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,8 +18,8 @@ from ...core.progress import Progress
 
 if TYPE_CHECKING:
     from ...core.models import SegmentationModel
+    from ...core.jobs import ExplainJob
     from ...core.results import Explanation
-    from .inputs import PoolSpec
 
 
 @dataclass
@@ -137,52 +137,53 @@ def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None, 
 
 # ------------------------------------------------------------------------------------- explaining
 @dataclass
-class ExplainRequest:
-    """Everything one explainer run needs, gathered in the GUI thread."""
+class RunProgress:
+    """A progress event of run ``index`` of a list of jobs (its partial map, if any, is that run's)."""
 
-    method: str  # "pdcr" | "misure"
-    model: "SegmentationModel"
-    image: np.ndarray  # (C, H, W) float32 copy
-    roi: np.ndarray | None
-    target: int
-    config: Any
-    label: np.ndarray | None = None
-    pool: "PoolSpec | None" = None
-    geometry: dict[str, Any] = field(default_factory=dict)
+    index: int
+    progress: Progress
 
 
-def explain_job(req: ExplainRequest) -> Generator[Progress, None, "Explanation"]:
-    """Build the pool (PdCR), then ``yield from`` the core explainer; returns its ``Explanation``."""
-    from ...core.explainers import misure, pdcr
+@dataclass
+class RunDone:
+    """Run ``index`` finished: its Explanation and its result layers' data (built here, in the worker)."""
 
-    if req.method == "pdcr":
-        yield Progress(0, 1, "preparing the perturbation pool")
-        pool = req.pool.build(req.model, req.config.patch) if req.pool is not None else None
-        return (yield from pdcr(req.model, req.image, req.roi, req.target, pool=pool, label=req.label,
-                                config=req.config, geometry=req.geometry))
-    if req.method == "misure":
-        return (yield from misure(req.model, req.image, req.roi, req.target, config=req.config,
-                                  geometry=req.geometry))
-    raise ValueError(f"unknown method {req.method!r}")
+    index: int
+    expl: "Explanation"
+    layers: list[Any]
 
 
-def explain_to_layers_job(req: ExplainRequest, geom: Any) -> Generator[Progress, None, tuple]:
-    """:func:`explain_job`, then the result's layer data built here in the worker (volume-shaped arrays of a
-    large scan take a while to fill), so the GUI thread only adds the finished layers."""
+def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", Any, str]]
+                     ) -> Generator[RunProgress | RunDone, None, list["Explanation"]]:
+    """Run ``(job, geometry, label)`` triples one after the other on one model.
+
+    Like :func:`napari_seg_explain.core.jobs.run_jobs_generator` (progress stages name the job, ``k/n``), but
+    every event says which run it belongs to, so that a partial map streams into that run's layer, and each
+    run's layers (volume-shaped arrays of a large scan take a while to fill) are built here and handed over as
+    soon as the run ends. Closing this generator (Cancel) closes the running job's generator.
+    """
     from .. import layers as L
 
-    expl = yield from explain_job(req)
-    return expl, L.explanation_layer_data(expl, geom)
+    out = []
+    n = len(runs)
+    for k, (job, geom, label) in enumerate(runs):
+        tag = f"{job.spec.title} {job.roi_name} ({k + 1}/{n}): " if n > 1 else ""
+        gen = job.run(model)
+        try:
+            while True:
+                ev = next(gen)
+                yield RunProgress(k, Progress(ev.done, ev.total, tag + ev.stage, ev.message, ev.partial))
+        except StopIteration as stop:
+            expl = stop.value
+        finally:
+            gen.close()
+        layers = L.explanation_layer_data(expl, geom, label)
+        yield RunDone(k, expl, layers)
+        out.append(expl)
+    return out
 
 
 # ----------------------------------------------------------------------------------- cost estimate
-def pdcr_blocks(roi: np.ndarray, patch: int) -> int:
-    """Number of blocks PdCR evaluates (those not touching the RoI)."""
-    from ...core.perturb.grid import blocks_touching
-
-    return int((~blocks_touching(np.asarray(roi, bool), patch)).sum())
-
-
 def auto_batch_size(seconds_per_image: float, target_s: float = 0.25, lo: int = 1, hi: int = 64) -> int:
     """Largest power of two (``lo`` .. ``hi``) whose batch takes at most about ``target_s``, so that Cancel,
     which acts between batches, stops the job well within a second. ``seconds_per_image`` must be the time

@@ -1,11 +1,13 @@
-"""Save the result layers of a session to one folder, and read them back.
+"""Save every run of a session to one folder, and read them all back.
 
 Folder layout::
 
-    results.json                 index: what each file is, the layer geometry to rebuild it, metadata
-    pdcr.nii.gz (+ pdcr.json, pdcr_roi.nii.gz)                 Explanation.save: map, sidecar, RoI
-    misure.nii.gz (+ misure.json, misure_sufficient_region...)  idem for MiSuRe
-    <model> segmentation.nii.gz                                 segmentation Labels layers
+    results.json                           index: the runs (id, method, label, files, layer geometry, stats)
+                                           and the segmentations
+    <run id>_<method>_map.nii.gz           one file set per run (Explanation.save): the map, its sidecar
+    <run id>_<method>_map.json             <run id>_<method>_map.json, its RoI <...>_map_roi.nii.gz and
+    <run id>_<method>_map_<key>.nii.gz     further maps (e.g. a sufficient region)
+    <model> segmentation.nii.gz            segmentation Labels layers
 
 Maps are NIfTI with the source file's geometry (a slice map embedded in a volume at its slice) when the
 image layer's ``metadata['seg_explain']`` gives the file's affine and spatial shape (reader contract:
@@ -14,22 +16,37 @@ layer ``(slices, rows, cols)`` = file ``(rows, cols, slices)``); otherwise ``.np
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...core.errors import UserError
-from ..layers import SliceGeometry
+from ..slice_geometry import SliceGeometry
 
 if TYPE_CHECKING:
+    from napari.layers import Layer
+
     from ...core.images import Image
     from ...core.results import Explanation
+    from .run_store import RunRecord
 
 INDEX = "results.json"
 FORMAT = "napari-seg-explain results"
+VERSION = 2  # 2: "runs" (one file set per run); 1: "explanations" (one per method), still read
+
+
+@dataclass
+class SavedRun:
+    """A run read back: its explanation, where its layers go and its label (``RoI 1 · white_matter``)."""
+
+    expl: "Explanation"
+    geom: SliceGeometry
+    label: str = ""
 
 
 def like_image(geom: SliceGeometry) -> "Image | None":
@@ -61,28 +78,40 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip() or "layer"
 
 
-def save_results(folder: str | Path, explanations: list[tuple["Explanation", SliceGeometry, list[str]]],
-                 segmentations: list[tuple[np.ndarray, dict[str, Any], SliceGeometry]] = ()) -> Path:
-    """Write every explanation (map, extra maps, RoI, sidecar) and segmentation, plus ``results.json``.
+def segmentation_entry(layer: "Layer") -> tuple[np.ndarray, dict[str, Any], SliceGeometry]:
+    """A segmentation Labels layer as :func:`save_results` takes it: ``(data, {name, metadata}, geometry)``."""
+    meta = (layer.metadata or {}).get("seg_explain") or {}
+    shape = tuple(layer.data.shape)
+    geom = dataclasses.replace(SliceGeometry.from_layer(layer, 0 if len(shape) == 3 else None),
+                               source_layer=meta.get("source_layer", ""),
+                               source_metadata={k: v for k, v in meta.items() if k not in ("result", "slice_index")})
+    return np.asarray(layer.data), {"name": layer.name, "metadata": layer.metadata}, geom
 
-    ``explanations``: ``(Explanation, geometry, layer names)``; ``segmentations``: ``(layer data, layer
-    metadata, geometry)``. Returns the index path.
+
+def save_results(folder: str | Path, runs: list["RunRecord"],
+                 segmentations: list[tuple[np.ndarray, dict[str, Any], SliceGeometry]] = ()) -> Path:
+    """Write every run (map, extra maps, RoI, sidecar) and segmentation, plus ``results.json``.
+
+    ``runs``: records with ``run_id``, ``method``, ``label``, ``expl``, ``geom`` and ``layer_names()``;
+    ``segmentations``: ``(layer data, {name, metadata}, geometry)``. Returns the index path.
     """
     from ...core.images import write_map
     from ...core.results import _jsonable, now_iso
 
     folder = Path(folder)
-    if not explanations and not segmentations:
-        raise UserError("there are no results to save yet: run PdCR or MiSuRe (or segment) first")
+    if not runs and not segmentations:
+        raise UserError("there are no results to save yet: explain a RoI (or segment) first")
     folder.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"format": FORMAT, "version": 1, "created": now_iso(), "explanations": [],
+    index: dict[str, Any] = {"format": FORMAT, "version": VERSION, "created": now_iso(), "runs": [],
                              "segmentations": []}
-    for expl, geom, names in explanations:
+    for rec in runs:
+        expl, geom = rec.expl, rec.geom
         like = like_image(geom)
-        fname = f"{expl.method}{'.nii.gz' if like is not None else '.npy'}"
+        fname = f"{_safe(rec.run_id)}_{expl.method}_map{'.nii.gz' if like is not None else '.npy'}"
         files = expl.save(folder / fname, like=like, slice_index=geom.slice_index if like is not None else None)
-        index["explanations"].append({"method": expl.method, "file": fname, "files": [f.name for f in files],
-                                      "layers": names, "geometry": geom.to_dict(), "stats": expl.stats})
+        index["runs"].append({"run_id": rec.run_id, "method": expl.method, "label": rec.label, "run": expl.run,
+                              "file": fname, "files": [f.name for f in files], "layers": rec.layer_names(),
+                              "geometry": geom.to_dict(), "stats": expl.stats})
     for data, meta, geom in segmentations:
         like = like_image(geom)
         name = meta.get("name", "segmentation")
@@ -101,9 +130,9 @@ def save_results(folder: str | Path, explanations: list[tuple["Explanation", Sli
     return path
 
 
-def open_results(folder: str | Path) -> tuple[list[tuple["Explanation", SliceGeometry]],
+def open_results(folder: str | Path) -> tuple[list[SavedRun],
                                               list[tuple[np.ndarray, str, SliceGeometry, dict[str, Any]]]]:
-    """Read a folder written by :func:`save_results`: explanations and segmentations with their geometry."""
+    """Read a folder written by :func:`save_results` (or by its version 1): the runs and the segmentations."""
     from ...core.results import Explanation
 
     folder = Path(folder)
@@ -117,10 +146,10 @@ def open_results(folder: str | Path) -> tuple[list[tuple["Explanation", SliceGeo
     if index.get("format") != FORMAT:
         raise UserError(f"{path} is not a napari-seg-explain results index")
     base = path.parent
-    expls = []
-    for entry in index.get("explanations", []):
+    runs = []
+    for entry in index.get("runs", []) + index.get("explanations", []):
         expl = Explanation.load(base / entry["file"])
-        expls.append((expl, SliceGeometry.from_dict(entry["geometry"])))
+        runs.append(SavedRun(expl, SliceGeometry.from_dict(entry["geometry"]), entry.get("label", "")))
     segs = []
     for entry in index.get("segmentations", []):
         geom = SliceGeometry.from_dict(entry["geometry"])
@@ -133,4 +162,4 @@ def open_results(folder: str | Path) -> tuple[list[tuple["Explanation", SliceGeo
             arr = np.asarray(nib.load(str(f)).dataobj)
             arr = np.moveaxis(arr, -1, 0) if geom.is_volume else arr
         segs.append((arr, entry["name"], geom, entry.get("metadata", {})))
-    return expls, segs
+    return runs, segs

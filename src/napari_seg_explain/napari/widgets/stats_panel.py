@@ -1,4 +1,5 @@
-"""The results panel: the numbers the papers report, a colour legend and share bars, painted with plain Qt."""
+"""The results panel: a run's statistics as its method's spec lists them (``spec.stats``), a colour legend of
+its map's style and, for a signed map with effect shares, share bars; painted with plain Qt."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from qtpy.QtCore import QRectF, QSize, Qt
 from qtpy.QtGui import QBrush, QColor, QFont, QLinearGradient, QPainter, QPen
 from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from ..layers import PDCR_COLORS
+from ..colormaps import DIVERGING_COLORS
 
 if TYPE_CHECKING:
     from ...core.results import Explanation
@@ -19,17 +20,17 @@ def _qcolor(rgba: tuple[float, ...]) -> QColor:
     return QColor.fromRgbF(*[float(c) for c in rgba])
 
 
-RED = _qcolor(PDCR_COLORS["strong_support"])
-BLUE = _qcolor(PDCR_COLORS["strong_against"])
+RED = _qcolor(DIVERGING_COLORS["strong_support"])
+BLUE = _qcolor(DIVERGING_COLORS["strong_against"])
 GRAY = QColor(150, 150, 150)
 
 
 class LegendBar(QWidget):
-    """Colour legend of the shown map: PdCR diverging (red, transparent, blue) or MiSuRe inferno."""
+    """Colour legend of the shown map: diverging (red, transparent, blue) or saliency (inferno)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.method = "pdcr"
+        self.style = "diverging"
         self.limit = 1.0
         self.setMinimumHeight(44)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -37,8 +38,8 @@ class LegendBar(QWidget):
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(260, 44)
 
-    def set_state(self, method: str, limit: float) -> None:
-        self.method, self.limit = method, float(limit)
+    def set_state(self, style: str, limit: float) -> None:
+        self.style, self.limit = style, float(limit)
         self.update()
 
     def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
@@ -54,8 +55,8 @@ class LegendBar(QWidget):
                 else:
                     p.fillRect(QRectF(bar.x() + 7 * i, bar.y() + 7 * j, 7, 7), QColor(245, 245, 245))
         grad = QLinearGradient(bar.left(), 0, bar.right(), 0)
-        if self.method == "pdcr":
-            c = PDCR_COLORS
+        if self.style == "diverging":
+            c = DIVERGING_COLORS
             grad.setColorAt(0.0, _qcolor(c["strong_support"]))
             grad.setColorAt(0.495, _qcolor(c["weak_support"]))
             grad.setColorAt(0.4951, QColor(0, 0, 0, 0))
@@ -174,38 +175,46 @@ class StatsPanel(QWidget):
         self._set_rows([])
 
     def show_explanation(self, expl: "Explanation", title: str = "") -> None:
+        """The statistics of ``expl`` its spec lists (``spec.stats``), then forward passes, time and device."""
+        from ...core.errors import UserError
+        from ...core.explainers import registry
+        from ..layers import result_layers, symmetric_limit
+
         s, prov = expl.stats, expl.provenance
+        name, layers = result_layers(expl.method, expl.map)
+        try:
+            spec = registry.get(expl.method)
+            stats, head = spec.stats, f"{spec.title}: {spec.description}" if spec.description else spec.title
+        except UserError:
+            stats, head = (), name
         time_s = prov.get("wall_time_s")
-        common = [("forward passes", f"{int(prov.get('forward_passes', s.get('forward_passes', 0))):,}"),
+        common = [("forward passes", f"{int(prov.get('forward_passes', s.get('forward_passes', 0)) or 0):,}"),
                   ("wall time", f"{time_s:.1f} s" if isinstance(time_s, (int, float)) else "?"),
                   ("device", str((prov.get("model") or {}).get("device", "?")))]
-        if expl.method == "pdcr":
-            from ..layers import symmetric_limit
-
-            self.legend.set_state("pdcr", symmetric_limit(expl.map))
-            self.bars.set_stats(s)
-            self.bars.show()
-            rows = [("M0 (Dice points)", f"{s.get('M0', float('nan')):.2f}"),
-                    ("metric", str(s.get("metric", "?")).replace("_", " ")),
-                    ("min ATE", f"{s.get('min_ate', float('nan')):+.3f}"),
-                    ("max ATE", f"{s.get('max_ate', float('nan')):+.3f}"),
-                    ("blocks", f"{s.get('n_blocks', 0)} ({s.get('n_blocks_screened_in', 0)} past screening)"),
-                    ("N / S / τ", f"{expl.params.get('n')} / {expl.params.get('screen')} / {expl.params.get('tau')}")]
-            head = "PdCR: effect of each 8×8 block on the RoI's Dice (ATE, Dice points)"
-            if expl.params.get("patch") not in (None, 8):
-                head = head.replace("8×8", f"{expl.params['patch']}×{expl.params['patch']}")
+        style = next((rl.style for rl in layers if rl.key == "map"), "")
+        shares = style == "diverging" and all(k in s for _, k, _ in ShareBars.ROWS)
+        in_bars = {k for _, k, _ in ShareBars.ROWS} if shares else set()
+        rows = [(st.label, _fmt(st.fmt, s[st.key])) for st in stats if s.get(st.key) is not None
+                and st.key not in in_bars]
+        if style in ("diverging", "saliency"):
+            self.legend.set_state(style, symmetric_limit(expl.map) if style == "diverging" else 1.0)
+            self.legend.show()
         else:
-            self.legend.set_state("misure", 1.0)
-            self.bars.hide()
-            rows = [("Dice explained", f"{s.get('dice_explained', float('nan')):.3f}"),
-                    ("perturbation ratio", f"{s.get('perturbation_ratio', float('nan')):.3f}"),
-                    ("dilations", f"{s.get('dilations', '?')}"),
-                    ("saliency pixels", f"{s.get('saliency_pixels', '?')}")]
-            head = "MiSuRe: minimally sufficient saliency; sufficient region in cyan"
-        self.legend.show()
+            self.legend.hide()
+        if shares:
+            self.bars.set_stats(s)
+        self.bars.setVisible(shares)
         self.title.setText(f"<b>{head}</b>" + (f"<br>{title}" if title else ""))
         self._set_rows(rows + common)
 
     def text(self) -> str:
         """The panel's numbers as plain text (for tests and logs)."""
         return "; ".join(f"{k}: {v.text()}" for k, v in self.values.items())
+
+
+def _fmt(fmt: str, value: Any) -> str:
+    """``fmt.format(value)``, or ``str(value)`` when the value does not fit the format (e.g. a float for ``{:d}``)."""
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)

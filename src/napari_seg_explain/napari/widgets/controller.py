@@ -1,0 +1,211 @@
+"""What the dock knows and decides, without Qt: the loaded model, the runs, and the ExplainJobs made from layers.
+
+The dock reads its widgets into a :class:`Choices` (plain values and layer names); :meth:`Controller.plan`
+turns them into one :class:`PlannedRun` per RoI (one, or every shape of the RoI layer): the explained plane,
+the RoI, the ground truth and the pool of that RoI's slice, the method's config from the generated form, an
+:class:`~napari_seg_explain.core.jobs.ExplainJob`, its run id and the label its layers are named with. Every
+input problem the user can fix is a :class:`~napari_seg_explain.core.errors.UserError` saying what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...core.errors import UserError
+from .. import layers as L
+from . import inputs, jobs, pools
+from .run_store import RunRecord, RunStore
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+    from ...core.explainers.base import ExplainerSpec
+    from ...core.jobs import ExplainJob
+    from ...core.models import SegmentationModel
+
+NO_ROI_NAME = "whole image"  # the RoI part of a run's label when a method explains the whole image
+
+
+@dataclass
+class Choices:
+    """The dock's inputs for a Run: layer names ('' for none), the class, the pool, the method's parameters."""
+
+    method: str
+    image: str
+    roi: str = ""
+    every_shape: bool = False
+    target: int = 1
+    class_name: str = ""
+    ground_truth: str = ""
+    pool: str = pools.POOL_SELF
+    pool_folder: str = ""
+    exclude: int = 5
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlannedRun:
+    """One job of a Run, with where its layers go and how they are named."""
+
+    job: "ExplainJob"
+    geom: L.SliceGeometry
+    run_id: str
+    label: str
+    desc: str
+    pool: pools.PoolSpec | None = None
+
+    @property
+    def spec(self) -> "ExplainerSpec":
+        return self.job.spec
+
+
+class Controller:
+    """The dock's state: the loaded model and the runs shown in the viewer."""
+
+    def __init__(self, viewer: "napari.Viewer") -> None:
+        self.viewer = viewer
+        self.loaded: jobs.LoadedModel | None = None
+        self.runs = RunStore(viewer)
+
+    @property
+    def model(self) -> "SegmentationModel | None":
+        return self.loaded.model if self.loaded else None
+
+    def layer(self, name: str) -> "Layer | None":
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def checked_image(self, name: str) -> "Layer":
+        """The image layer ``name``, once a model is loaded and the layer can be fed to it (else UserError)."""
+        if self.loaded is None:
+            raise UserError("load a model first ('Load sample model' or choose a model file)")
+        image = self.layer(name)
+        if image is None:
+            raise UserError("open or choose an image layer first")
+        inputs.check_image_layer(image)
+        return image
+
+    def config(self, spec: "ExplainerSpec", values: dict[str, Any], plane_shape: tuple[int, int]) -> Any:
+        """The method's config from the form. A batch size of 0 (automatic) becomes the size whose batch takes
+        about 0.25 s on a plane of ``plane_shape``, so that Cancel acts well within a second."""
+        values = dict(values)
+        if values.get("batch_size") == 0:
+            values["batch_size"] = jobs.plane_batch_size(self.loaded, plane_shape)
+        return spec.make_config(**values)
+
+    def rois(self, spec: "ExplainerSpec", c: Choices, image: "Layer",
+             z: int | None) -> list[tuple[inputs.RoI | None, str]]:
+        """``(RoI, name)`` per run: the chosen shape ('RoI 1' for shape 0 of layer 'RoI'), every shape, the
+        non-zero pixels of a Labels layer, or no RoI when the method does not require one."""
+        if not c.roi:
+            if spec.uses("roi"):
+                raise UserError(f"{spec.title} needs a RoI: press 'Draw RoI' and draw a rectangle over the "
+                                "structure, or choose a Shapes or Labels layer")
+            return [(None, NO_ROI_NAME)]
+        layer = self.layer(c.roi)
+        if layer is None:
+            raise UserError(f"the RoI layer {c.roi!r} no longer exists")
+        if L.layer_kind(layer) != "shapes":
+            return [(inputs.roi_from_labels(layer, image, z), layer.name)]
+        indices = range(len(layer.data)) if c.every_shape and len(layer.data) else [inputs.pick_shape_index(layer)]
+        return [(inputs.roi_from_shapes(self.viewer, layer, image, z, i), f"{layer.name} {i + 1}") for i in indices]
+
+    def plan(self, c: Choices) -> list[PlannedRun]:
+        """The jobs of a Run (GUI thread: copies and rasterisation only); raises UserError with advice."""
+        from ...core.explainers import registry
+        from ...core.jobs import ExplainJob
+
+        image = self.checked_image(c.image)
+        z = inputs.current_slice(self.viewer, image)  # raises when the viewer does not show a 2-D slice
+        spec = registry.get(c.method)
+        if c.target < 0:
+            raise UserError("choose the class to explain")
+        plane_shape = L.SliceGeometry.plane_shape_of(image)
+        cfg = self.config(spec, c.values, plane_shape)
+        planned: list[PlannedRun] = []
+        for roi, roi_name in self.rois(spec, c, image, z):
+            zz = roi.slice_index if roi is not None and roi.slice_index is not None else z
+            label = None
+            if c.ground_truth and spec.uses("label"):
+                gt = self.layer(c.ground_truth)
+                if gt is None:
+                    raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+                label = inputs.label_plane(gt, image, zz, c.target)
+            pool = (pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)
+                    if spec.uses("pool") else None)
+            desc = roi.description if roi is not None else "the whole image"
+            job = ExplainJob(spec.name, inputs.plane_of(image, zz), roi.mask if roi is not None else None, c.target,
+                             cfg, label, pool=pool.build if pool is not None else None,
+                             pool_key=pool.description if pool is not None else "",
+                             geometry=inputs.explanation_geometry(image, zz)
+                             | {"roi": roi.description if roi is not None else None},
+                             roi_name=roi_name, class_name=c.class_name)
+            run_id = job.run_id(self.loaded.model)
+            if any(p.run_id == run_id for p in planned):
+                continue  # two identical shapes: one run
+            base = f"{roi_name}{L.SEP}{c.class_name}" if c.class_name else roi_name
+            run_label = self.runs.label_for(run_id, spec.name, base, {p.label for p in planned})
+            planned.append(PlannedRun(job, L.SliceGeometry.from_layer(image, zz), run_id, run_label, desc, pool))
+        return planned
+
+    def estimate_text(self, c: Choices) -> str:
+        """The cost shown before Run: the spec's upper bound of forward passes and the time it takes here."""
+        from ...core.explainers import registry
+
+        if self.loaded is None:
+            return "Cost: load a model to see an estimate."
+        image = self.layer(c.image)
+        if image is None:
+            return "Cost: choose an image."
+        try:
+            inputs.check_image_layer(image)
+            z = inputs.current_slice(self.viewer, image)
+            spec = registry.get(c.method)
+            plane_shape = L.SliceGeometry.plane_shape_of(image)
+            cfg = self.config(spec, c.values, plane_shape)
+            rois = self.rois(spec, c, image, z)
+            if spec.estimate is None:
+                return f"Cost: {spec.title} gives no estimate."
+            passes = sum(int(spec.estimate(cfg, roi.mask if roi is not None else plane_shape)) for roi, _ in rois)
+            spi = jobs.image_seconds(self.loaded, plane_shape)
+            runs = f"{len(rois)} runs, " if len(rois) > 1 else ""
+            return (f"Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'}: up to "
+                    f"{jobs.format_seconds(passes * spi)} on {self.loaded.model.device.type} at {1000 * spi:.1f} ms "
+                    "per image.")
+        except UserError as exc:
+            return f"Cost: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the estimate must never break the widget
+            return f"Cost: no estimate ({type(exc).__name__})"
+
+    # ---------------------------------------------------------------------------- save / open
+    def segmentation_layers(self) -> list["Layer"]:
+        return [lay for lay in self.viewer.layers if L.layer_kind(lay) == "labels"
+                and L.result_kind(lay) == "segmentation"]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write every run and segmentation into ``folder`` (:mod:`.results_io`); returns the index path."""
+        from .results_io import save_results, segmentation_entry
+
+        return save_results(folder, list(self.runs), [segmentation_entry(lay) for lay in self.segmentation_layers()])
+
+    def open(self, folder: str | Path, colorbar_on: Callable[[], bool]) -> tuple[list["Layer"], list[RunRecord]]:
+        """Read a results folder back: its segmentations, and every run with its layers (a run already shown,
+        same run id, is updated in place). Returns the layers and the runs."""
+        from .results_io import open_results
+
+        saved, segs = open_results(folder)
+        added = [L.add_or_update(self.viewer, (arr, {"name": name, "opacity": 0.5, "metadata": meta}
+                                               | geom.layer_kwargs(), "labels")) for arr, name, geom, meta in segs]
+        records = []
+        for s in saved:
+            title, _ = L.result_layers(s.expl.method, s.expl.map)
+            label = self.runs.label_for(s.expl.run_id, s.expl.method, s.label or L.run_label(s.expl))
+            rec = self.runs.add_now(s.expl.run_id, title, label, s.expl, s.geom,
+                                    L.explanation_layer_data(s.expl, s.geom, label), colorbar_on,
+                                    f"{s.expl.geometry.get('roi') or 'the whole image'}; opened from {folder}")
+            records.append(rec)
+            added += list(rec.layers.values())
+        return added, records

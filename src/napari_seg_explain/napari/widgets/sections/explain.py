@@ -1,0 +1,206 @@
+"""Section 3 · Explain: the method (every registered explainer), the class, the RoI, the ground truth and the
+pool, the method's parameter form, the cost estimate, Run / Cancel and the progress.
+
+What is offered follows the chosen method's spec: the ground truth only for a method that uses a label
+(``uses("label")``), the pool only for one that uses a pool, 'no RoI' only for one that does not require a RoI;
+the parameter forms are generated (:mod:`.params`) and only the chosen method's are shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from .. import pools
+from . import Section, path_row
+from .params import ParamForm
+
+if TYPE_CHECKING:
+    from ....core.explainers.base import ExplainerSpec
+
+NO_GT = "(none: soft Dice vs the model's own prediction)"
+NO_ROI = "(none: the whole image)"
+GT_TIP = "optional ground truth: with it the RoI score is hard Dice against the label (the paper's setting)"
+
+
+class ExplainSection(Section):
+    """``on_change()`` when anything the cost estimate depends on changes; ``on_draw()``, ``on_run()``,
+    ``on_cancel()`` for the buttons."""
+
+    def __init__(self, on_change: Callable[..., Any], on_draw: Callable[[], Any], on_run: Callable[[], Any],
+                 on_cancel: Callable[[], Any]) -> None:
+        from superqt import QCollapsible
+
+        from ....core.explainers import registry
+
+        super().__init__("3 · Explain")
+        self._on_change = on_change
+        self.method = QComboBox()
+        self.specs: dict[str, ExplainerSpec] = {}
+        for spec in registry.specs():
+            self.specs[spec.name] = spec
+            self.method.addItem(spec.label, spec.name)
+            self.method.setItemData(self.method.count() - 1, spec.description or spec.label,
+                                    Qt.ItemDataRole.ToolTipRole)
+        self.method.currentIndexChanged.connect(lambda *_: self.apply_spec())
+        self.form.addRow("Method", self.method)
+        self.target = QComboBox()
+        self.target.setToolTip("the class whose segmentation inside the RoI is explained")
+        self.form.addRow("Class", self.target)
+
+        self.roi_combo = QComboBox()
+        self.roi_combo.setToolTip("Shapes layer: the selected shape, else the newest one (rectangle, polygon or "
+                                  "ellipse). Labels layer: its non-zero pixels on the explained slice.")
+        self.roi_combo.currentTextChanged.connect(on_change)
+        draw = QPushButton("Draw RoI")
+        draw.setToolTip("add a Shapes layer 'RoI' on the image and start drawing a rectangle")
+        draw.clicked.connect(lambda *_: on_draw())
+        row = QHBoxLayout()
+        row.addWidget(self.roi_combo, 1)
+        row.addWidget(draw)
+        self.form.addRow("RoI", row)
+        self.every_shape = QCheckBox("every shape of the RoI layer (one run each)")
+        self.every_shape.setToolTip("explain each shape of the Shapes layer in turn ('RoI 1', 'RoI 2', ... by shape "
+                                    "number), one after the other in one job")
+        self.every_shape.toggled.connect(on_change)
+        self.form.addRow(self.every_shape)
+
+        self.gt_combo = QComboBox()
+        self.gt_combo.setToolTip(GT_TIP)
+        self.form.addRow("Ground truth", self.gt_combo)
+        self.pool_combo = QComboBox()
+        self.pool_combo.addItems(list(pools.POOL_CHOICES))
+        self.pool_combo.setToolTip("where replacement blocks come from (random crops of other images)")
+        self.pool_combo.currentIndexChanged.connect(lambda *_: self._pool_changed())
+        self.form.addRow("Pool", self.pool_combo)
+        self.pool_folder, self._pool_folder_row = path_row("folder of pool images", "choose the pool folder",
+                                                           self._browse_pool)
+        self.form.addRow("", self._pool_folder_row)
+        self._pool_folder_row.hide()
+
+        self.forms = {name: ParamForm(spec, on_change) for name, spec in self.specs.items()}
+        for f in self.forms.values():
+            self.form.addRow(f.basic)
+        self.advanced = QCollapsible("Advanced parameters (papers' defaults)")
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        adv_form.setContentsMargins(0, 0, 0, 0)
+        for f in self.forms.values():
+            adv_form.addRow(f.advanced)
+        self.exclude = QSpinBox()
+        self.exclude.setRange(0, 50)
+        self.exclude.setValue(5)
+        self.exclude.setToolTip("neighbouring slices left out of a volume pool (each side)")
+        self.exclude.valueChanged.connect(self._exclude_changed)
+        self.exclude.valueChanged.connect(on_change)
+        adv_form.addRow("Pool exclude ±", self.exclude)
+        self._adv_form = adv_form
+        self.advanced.addWidget(adv)
+        self.form.addRow(self.advanced)
+
+        self.estimate_label = QLabel("")
+        self.estimate_label.setWordWrap(True)
+        self.form.addRow(self.estimate_label)
+        self.run_button = QPushButton("Run  (Ctrl+Return)")
+        self.run_button.clicked.connect(lambda *_: on_run())
+        self.cancel_button = QPushButton("Cancel  (Esc)")
+        self.cancel_button.clicked.connect(lambda *_: on_cancel())
+        row = QHBoxLayout()
+        row.addWidget(self.run_button, 2)
+        row.addWidget(self.cancel_button, 1)
+        self.form.addRow(row)
+        self.keep_partial = QCheckBox("keep partial results on Cancel")
+        self.keep_partial.setToolTip("keep the map streamed so far as a layer named '... (partial)' when cancelling")
+        self.form.addRow(self.keep_partial)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("%v / %m")
+        self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
+        self.form.addRow(self.progress)
+        self.form.addRow(self.progress_label)
+
+    # ------------------------------------------------------------------------------ the method
+    @property
+    def method_key(self) -> str:
+        return str(self.method.currentData())
+
+    @property
+    def spec(self) -> "ExplainerSpec":
+        return self.specs[self.method_key]
+
+    def set_method(self, name: str) -> None:
+        index = self.method.findData(name)
+        if index < 0:
+            raise ValueError(f"no method {name!r} in the list ({', '.join(self.specs)})")
+        self.method.setCurrentIndex(index)
+
+    def param(self, name: str, method: str | None = None) -> QWidget:
+        """The form widget of parameter ``name`` of ``method`` (default: the chosen one)."""
+        return self.forms[method or self.method_key].widgets[name]
+
+    def values(self) -> dict[str, Any]:
+        return self.forms[self.method_key].values()
+
+    def apply_spec(self) -> None:
+        """Show the chosen method's parameters; offer the pool, ground truth and 'no RoI' as its spec says."""
+        spec = self.spec
+        for name, f in self.forms.items():
+            f.set_visible(name == spec.name)
+        pool = spec.uses("pool")
+        self.pool_combo.setEnabled(pool)
+        self._pool_folder_row.setVisible(pool and self.pool_choice() == pools.POOL_FOLDER)
+        self.exclude.setVisible(pool)
+        label = self._adv_form.labelForField(self.exclude)
+        if label is not None:
+            label.setVisible(pool)
+        self.gt_combo.setEnabled(spec.uses("label"))
+        self.gt_combo.setToolTip(GT_TIP if spec.uses("label") else f"{spec.title} does not use a ground truth")
+        self._on_change()
+
+    def roi_required(self) -> bool:
+        return self.spec.uses("roi")
+
+    # --------------------------------------------------------------------------------- the pool
+    def pool_choice(self) -> str:
+        """The chosen pool as one of :data:`pools.POOL_CHOICES` (the volume entry's text follows 'Pool exclude ±')."""
+        i = self.pool_combo.currentIndex()
+        return pools.POOL_CHOICES[i] if 0 <= i < len(pools.POOL_CHOICES) else self.pool_combo.currentText()
+
+    def _pool_changed(self) -> None:
+        self._pool_folder_row.setVisible(self.spec.uses("pool") and self.pool_choice() == pools.POOL_FOLDER)
+        self._on_change()
+
+    def _exclude_changed(self, value: int) -> None:
+        self.pool_combo.setItemText(pools.POOL_CHOICES.index(pools.POOL_VOLUME), pools.pool_volume_text(int(value)))
+
+    def _browse_pool(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of pool images")
+        if path:
+            self.pool_folder.setText(path)
+
+    # ------------------------------------------------------------------------------- progress
+    def show_progress(self, done: int, total: int, text: str) -> None:
+        total = max(1, int(total))
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(int(done), total))
+        self.progress_label.setText(text)
+
+    def set_enabled(self, can_run: bool, can_cancel: bool) -> None:
+        self.run_button.setEnabled(can_run)
+        self.cancel_button.setEnabled(can_cancel)

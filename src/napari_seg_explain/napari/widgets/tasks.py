@@ -1,0 +1,225 @@
+"""What the dock's buttons start: loading a model, segmenting, explaining, cancelling.
+
+An explanation is one Run of one or more jobs (one per RoI: the chosen shape, or every shape of the RoI layer),
+run one after the other in one worker (:func:`~.jobs.explain_runs_job`). Each job's partial maps stream into
+its own layer (:mod:`.streaming`); each run is shown as soon as it ends, its layers updated in place when it
+is a rerun (same run id) or added next to each other when it is new (:mod:`.run_store`). Cancel stops the
+worker at its next step: runs already shown stay, the running one is undone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...core.errors import UserError
+from .. import layers as L
+from . import inputs, jobs
+from .runner import error_text, notify_error
+from .sections import fill_combo
+from .streaming import StreamTarget
+
+if TYPE_CHECKING:
+    from ...core.progress import Progress
+    from ...core.results import Explanation
+    from .controller import PlannedRun
+
+
+class Tasks:
+    """The dock's work, started through its :class:`~.runner.Runner` (``dock``: the SegExplainWidget)."""
+
+    def __init__(self, dock: Any) -> None:
+        self.dock = dock
+        self.viewer = dock.viewer
+        self.controller = dock.controller
+        self.runner = dock.runner
+        self.streamer = dock.streamer
+        self.suggested_tried: set[str] = set()
+        self.plans: list[PlannedRun] = []
+        self._job_start = (-1, 0.0)  # (run index, its start time) for the time left
+
+    # ------------------------------------------------------------------------------- model
+    def load_model(self, path: str | None, card: str | None) -> Any:
+        d = self.dock
+        path = path or d.model_path.text().strip()
+        card = card if card is not None else (d.card_path.text().strip() or None)
+        if not path:
+            notify_error("Loading the model", UserError("choose a model file first (or press 'Load sample model')"))
+            return None
+        if d.busy:
+            return None
+        d.model_path.setText(str(path))
+        d.model_summary.setText(f"Loading {Path(path).name}…")
+        return self.runner.start("load", jobs.load_model_job, str(path), card, d.device.currentText(),
+                                 on_return=self.on_model_loaded, on_error=self._on_load_error)
+
+    def load_sample_model(self) -> Any:
+        from ...core.sample import SAMPLE_CARD, sample_path
+
+        try:
+            path = sample_path(SAMPLE_CARD)
+            if not path.exists():
+                raise UserError(f"the sample model card {path} is missing")
+        except UserError as exc:
+            notify_error("Loading the sample model", exc)
+            return None
+        self.dock.card_path.clear()
+        return self.load_model(str(path), None)
+
+    def _on_load_error(self, exc: BaseException) -> None:
+        self.dock.model_section.show_failed(self.controller.loaded)
+        self.dock.progress_label.setText(f"failed: {error_text(exc)}")
+
+    def on_model_loaded(self, info: jobs.LoadedModel) -> None:
+        from napari.utils.notifications import show_info
+
+        self.controller.loaded = info
+        self.dock.model_section.show_model(info)
+        names = info.class_names
+        fill_combo(self.dock.target, names, names[1] if len(names) > 1 else None)
+        if len(names) > 1:
+            self.dock.target.setCurrentIndex(1)
+        show_info(f"Model {info.model.name!r} loaded on {info.model.device}")
+        self.dock.schedule_estimate()
+
+    def device_changed(self, device: str) -> None:
+        loaded = self.controller.loaded
+        if loaded is None or self.dock.busy:
+            return
+        from ...core.models import SegmentationModel, resolve_device
+
+        m = loaded.model
+        try:
+            if resolve_device(device) == m.device:
+                return
+            moved = SegmentationModel(m.net, m.card, device=device, fmt=m.format, source=m.source, sha256=m.sha256)
+        except Exception as exc:  # noqa: BLE001
+            notify_error("Changing the device", exc)
+            return
+        self.runner.start("load", jobs.describe_model, moved, on_return=self.on_model_loaded,
+                          on_error=self._on_load_error)
+
+    # ----------------------------------------------------------------------------- segment
+    def segment(self) -> Any:
+        d = self.dock
+        try:
+            image = self.controller.checked_image(d.image_combo.currentText())
+            whole = inputs.spatial_ndim(image) == 3 and d.image_section.whole_volume()
+            # the whole volume does not depend on the view; the current slice must be the one shown
+            z = inputs.current_slice(self.viewer, image, check_view=not whole)
+        except UserError as exc:
+            notify_error("Segmenting", exc)
+            return None
+        loaded = self.controller.loaded
+        geom = L.SliceGeometry.from_layer(image, z)
+        d.explain_section.show_progress(0, 1, "segmenting…")
+        batch = jobs.plane_batch_size(loaded, geom.plane_shape)
+        return self.runner.start("segment", jobs.segment_job, loaded.model, image.data, None if whole else z,
+                                 bool(getattr(image, "rgb", False)), batch,
+                                 on_yield=lambda ev: self._on_progress(0, ev),
+                                 on_return=lambda labels: self._on_segmented(labels, geom, whole),
+                                 on_error=self._on_error)
+
+    def _on_segmented(self, labels: np.ndarray, geom: L.SliceGeometry, whole: bool) -> None:
+        m = self.controller.model
+        name = f"{m.name if m else 'model'} segmentation"
+        existing = self.controller.layer(name)
+        if (not whole and geom.is_volume and existing is not None and L.layer_kind(existing) == "labels"
+                and tuple(existing.data.shape) == tuple(geom.shape)):
+            existing.data[geom.slice_index] = labels
+            existing.refresh()
+            layer = existing
+        else:
+            layer = L.add_or_update(self.viewer, L.segmentation_layer_data(labels, geom, name,
+                                                                           m.describe() if m else None))
+        counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+        where = "the volume" if whole or not geom.is_volume else f"slice {geom.slice_index}"
+        self.dock.progress_label.setText(f"segmented {where} -> {layer.name!r}; pixels per class {counts}")
+        self.dock.update_state()
+
+    # ----------------------------------------------------------------------------- explain
+    def run(self) -> Any:
+        d = self.dock
+        if d.busy:
+            return None
+        t0 = time.perf_counter()
+        d.timings.clear()
+        try:
+            try:
+                plans = d.gather()
+            except Exception as exc:  # noqa: BLE001 - a UserError with advice, or anything unexpected
+                notify_error("Explaining", exc)
+                return None
+            return self._start(plans)
+        finally:
+            d.timings["run_click_s"] = time.perf_counter() - t0
+
+    def _start(self, plans: list["PlannedRun"]) -> Any:
+        self.plans = plans
+        targets = []
+        for p in plans:
+            rl = next((r for r in p.spec.layers if r.key == "map"), None)
+            old = self.controller.runs.get(p.run_id)
+            targets.append(None if rl is None else StreamTarget(
+                p.geom, rl, L.layer_name(p.spec.title, rl.title, p.label), p.spec.name, p.run_id,
+                old.layers.get("map") if old is not None else None))
+        self.streamer.reset(targets)
+        self._job_start = (-1, 0.0)
+        what = plans[0].desc if len(plans) == 1 else f"{len(plans)} RoIs"
+        self.dock.explain_section.show_progress(0, 1, f"{plans[0].spec.title}: starting on {what}…")
+        return self.runner.start("explain", jobs.explain_runs_job, self.controller.model,
+                                 [(p.job, p.geom, p.label) for p in plans], on_yield=self._on_event,
+                                 on_return=lambda _expls: None, on_error=self._on_error)
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, jobs.RunDone):
+            self._on_done(ev)
+        else:
+            self._on_progress(ev.index, ev.progress)
+
+    def _on_progress(self, index: int, ev: "Progress") -> None:
+        now = time.perf_counter()
+        if self._job_start[0] != index:
+            self._job_start = (index, self.runner.t_start if index == 0 else now)
+        total = max(1, int(ev.total))
+        elapsed = now - self._job_start[1]
+        left = elapsed / ev.done * (total - ev.done) if ev.done > 0 and ev.total > 1 else float("nan")
+        left_txt = f" · about {jobs.format_seconds(left)} left" if np.isfinite(left) else ""
+        self.dock.explain_section.show_progress(ev.done, total, f"{ev.stage}: {int(ev.done):,} / {total:,} forward "
+                                                f"passes{left_txt}")
+        if ev.partial is not None:
+            self.streamer.push(index, ev.partial)
+
+    def _on_done(self, ev: jobs.RunDone) -> None:
+        plan = self.plans[ev.index]
+        stream = self.streamer.adopt(ev.index)
+        steps = self.controller.runs.put_steps(plan.run_id, plan.spec.title, plan.label, ev.expl, plan.geom,
+                                               ev.layers, stream, self.dock.colorbar_on, plan.desc)
+        self.runner.queue_steps([*steps, lambda: self._announce(plan, ev.expl)])
+
+    def _announce(self, plan: "PlannedRun", expl: "Explanation") -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        d = self.dock
+        d.results_view.show_run(plan.run_id)
+        d.progress.setValue(d.progress.maximum())
+        d.progress_label.setText(f"{plan.spec.title} done in {expl.provenance.get('wall_time_s', 0):.1f} s, "
+                                 f"{expl.provenance.get('forward_passes', 0):,} forward passes ({plan.label})")
+        for w in expl.warnings:
+            show_warning(w)
+        if plan.spec.summary is not None:
+            show_info(plan.spec.summary(expl))
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.streamer.discard(keep=False)
+        self.dock.progress_label.setText(f"failed: {error_text(exc)}")
+
+    def cancel(self) -> None:
+        if not self.runner.cancel():
+            return
+        kept = self.streamer.discard(keep=self.dock.keep_partial.isChecked())
+        self.dock.progress_label.setText("cancelled" + (f": partial map kept as {kept!r}" if kept else ""))
+        self.dock.update_state()
