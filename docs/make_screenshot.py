@@ -6,7 +6,7 @@ Explainer (which loads the sample model the scan names), moves to a held-out sli
 matter (the block-aligned box holding the most segmented pixels), chooses the white-matter label as
 ground truth (the paper's setting) and the other slices of the volume as the pool, runs PdCR with the
 paper's parameters (N = 50) and saves the whole window: the map over the scan with its colorbar, the RoI
-outline, and the dock scrolled (by the widget itself, when the run ends) to the Results section.
+outline, and the dock scrolled (by the widget itself, when the run ends) to the Runs and results section.
 
 Run it under a display (no GPU needed)::
 
@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_seg_explain.core.sample import SAMPLE_CARD, sample_path
     from napari_seg_explain.core.sample import pick_box, pick_slice
-    from napari_seg_explain.napari import layers as L
     from napari_seg_explain.napari.sample_data import sample_label, sample_scan
-    from napari_seg_explain.napari.widgets import inputs
+    from napari_seg_explain.napari.widgets import pools
 
     viewer = napari.Viewer(title="napari-seg-explain: PdCR on the MNI152 sample", show=True)
     w, h = (int(v) for v in args.size.split("x"))
@@ -83,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                       axis_labels=scan.axis_labels)
     widget.roi_combo.setCurrentText("RoI")
     widget.gt_combo.setCurrentText(viewer.layers[0].name)
-    widget.pool_combo.setCurrentIndex(inputs.POOL_CHOICES.index(inputs.POOL_VOLUME))
-    widget.n_draws.setValue(args.n)
+    widget.pool_combo.setCurrentIndex(pools.POOL_CHOICES.index(pools.POOL_VOLUME))
+    widget.set_method("pdcr")
+    widget.param("n").setValue(args.n)
     print(f"slice {z}, RoI rows {y0}:{y1}, cols {x0}:{x1}; {widget.update_estimate()}", file=sys.stderr)
 
     t0 = time.perf_counter()
@@ -92,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     if widget.run() is None:
         raise SystemExit("PdCR did not start (see the notification above)")
     _wait(app, lambda: not widget.busy, 900, "PdCR")
-    expl = widget.results["pdcr"][0]
+    run = widget.latest("pdcr")
+    expl = run.expl
     s = expl.stats
     print(f"PdCR N={args.n}: {time.perf_counter() - t0:.1f} s, {expl.provenance['forward_passes']} forward passes, "
           f"M0 {s['M0']:.1f}, red {s['negative_share']:.1f}% blue {s['positive_share']:.1f}% "
           f"none {s['irrelevant_share']:.1f}%", file=sys.stderr)
 
-    viewer.layers.selection.active = viewer.layers[L.PDCR_MAP]  # its colormap shows in the layer controls
+    viewer.layers.selection.active = run.layers["map"]  # its colormap shows in the layer controls
     viewer.reset_view()
     for _ in range(300):  # let the window settle (notifications fade after a few seconds, the canvas redraws)
         app.processEvents()
