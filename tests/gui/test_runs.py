@@ -281,6 +281,8 @@ def test_a_registered_explainer_appears_in_the_dock_layers_and_folder(qtbot, toy
     assert not widget.gt_combo.isEnabled() and not widget.pool_combo.isEnabled()
     assert "at most 1 forward pass" in widget.update_estimate()
     gain.setValue(3.0)
+    inserted = []
+    viewer.layers.events.inserted.connect(lambda ev: inserted.append((ev.value.name, ev.value)))
     widget.run()
     wait_idle(qtbot, widget)
 
@@ -288,6 +290,9 @@ def test_a_registered_explainer_appears_in_the_dock_layers_and_folder(qtbot, toy
     score = viewer.layers["Toy score · RoI 1 · object"]
     outline = viewer.layers["Toy RoI · RoI 1 · object"]
     assert run.layers == {"map": score, "roi": outline} and run.expl.params["gain"] == 3.0
+    # its partial maps streamed into a layer of its own, which became the run's map layer
+    assert [name for name, _ in inserted] == ["Toy score · RoI 1 · object (running)", outline.name]
+    assert inserted[0][1] is score
     np.testing.assert_allclose(score.data[Z], np.clip(image.data[Z] * 3.0, 0, 1))
     assert score.colormap.name == "inferno_transparent_zero" and score.metadata["seg_explain"]["run_id"] == run.run_id
     assert "mean toy value" in widget.stats_panel.text()
@@ -301,3 +306,42 @@ def test_a_registered_explainer_appears_in_the_dock_layers_and_folder(qtbot, toy
     viewer.layers.remove(score)
     viewer.layers.remove(outline)
     assert {lay.name for lay in widget.open_results(out)} == {score.name, outline.name}
+
+
+def test_parameter_form_is_generated_from_the_spec(qtbot):
+    """Every kind of parameter gets its widget, range, step, tooltip and place (basic or advanced), and the form's
+    values make the method's config."""
+    from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+    from napari_seg_explain.napari.widgets.sections.params import ParamForm
+
+    @dataclass(frozen=True)
+    class Many:
+        steps: int = param(10, lo=1, hi=500, step=5, tip="how many", advanced=False)
+        batch_size: int = param(0, lo=0, hi=64, tip="per pass; 0 = automatic")
+        rate: float = param(0.025, lo=0.0, hi=1.0, tip="a rate")
+        smooth: bool = param(True, tip="smooth it")
+        mode: str = param("fast", choices=("fast", "exact"), tip="speed or exactness")
+        scale: float | None = param(None, tip="empty: the image's own")
+
+    spec = ExplainerSpec(name="many", title="Many", paper="", config=Many, run=toy)
+    changes = []
+    form = ParamForm(spec, lambda *_: changes.append(1))
+    qtbot.addWidget(form.basic)
+    qtbot.addWidget(form.advanced)
+    w = form.widgets
+    assert isinstance(w["steps"], QSpinBox) and (w["steps"].minimum(), w["steps"].maximum()) == (1, 500)
+    assert w["steps"].singleStep() == 5 and w["steps"].toolTip() == "how many"
+    assert form.basic_form.rowCount() == 1 and form.advanced_form.rowCount() == 5
+    assert isinstance(w["batch_size"], QSpinBox) and w["batch_size"].text() == "auto"
+    assert isinstance(w["rate"], QDoubleSpinBox) and w["rate"].decimals() == 3 and w["rate"].value() == 0.025
+    assert isinstance(w["smooth"], QCheckBox) and w["smooth"].isChecked()
+    assert isinstance(w["mode"], QComboBox) and w["mode"].currentText() == "fast"
+    assert isinstance(w["scale"], QLineEdit) and w["scale"].text() == ""
+    assert spec.make_config(**form.values()) == Many()
+    w["steps"].setValue(20)
+    w["smooth"].setChecked(False)
+    w["mode"].setCurrentIndex(1)
+    w["scale"].setText("1.5")
+    assert spec.make_config(**form.values()) == Many(steps=20, smooth=False, mode="exact", scale=1.5)
+    assert len(changes) == 4

@@ -130,6 +130,7 @@ class ResultsView:
             folder = QFileDialog.getExistingDirectory(self.dock, "Open results folder")
             if not folder:
                 return []
+        self.end_compare()
         try:
             added, records = self.dock.controller.open(folder, self.dock.colorbar_on)
         except Exception as exc:  # noqa: BLE001

@@ -158,6 +158,7 @@ class Tasks:
             d.timings["run_click_s"] = time.perf_counter() - t0
 
     def _start(self, plans: list["PlannedRun"]) -> Any:
+        self.dock.results_view.end_compare()  # new layers go into the viewer's own layout
         self.plans = plans
         targets = []
         for p in plans:

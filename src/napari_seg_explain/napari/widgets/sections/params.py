@@ -1,7 +1,7 @@
 """A method's parameter form, generated from its spec (``spec.params()``): nothing here is written per method.
 
 Numbers become spin boxes with the declared range and step, booleans check boxes, parameters with
-``choices`` combo boxes, anything else a text field; every widget's tooltip is the parameter's ``tip``.
+``choices`` combo boxes, anything else (or a parameter whose default is None: empty = the default) a text field; every widget's tooltip is the parameter's ``tip``.
 Parameters marked ``advanced=False`` go in the form shown at once, the others in the collapsible
 'Advanced parameters' form. A number whose tip says that 0 is automatic shows 'auto' for 0.
 """
@@ -35,6 +35,10 @@ def param_widget(p: "ParamInfo", on_change: Callable[..., Any]) -> QWidget:
         if p.default in p.choices:
             w.setCurrentIndex(list(p.choices).index(p.default))
         w.currentIndexChanged.connect(on_change)
+    elif p.default is None or p.type not in (bool, int, float):
+        w = QLineEdit("" if p.default is None else str(p.default))
+        w.setPlaceholderText("(default)" if p.default is None else "")
+        w.textChanged.connect(on_change)
     elif p.type is bool:
         w = QCheckBox()
         w.setChecked(bool(p.default))
@@ -55,9 +59,6 @@ def param_widget(p: "ParamInfo", on_change: Callable[..., Any]) -> QWidget:
         w.setSingleStep(float(p.step) if p.step else 10.0 ** -w.decimals())
         w.setValue(float(p.default))
         w.valueChanged.connect(on_change)
-    else:
-        w = QLineEdit("" if p.default is None else str(p.default))
-        w.textChanged.connect(on_change)
     w.setToolTip(p.tip)
     return w
 
@@ -71,8 +72,13 @@ def widget_value(p: "ParamInfo", w: QWidget) -> Any:
         return int(w.value())
     if isinstance(w, QDoubleSpinBox):
         return float(w.value())
-    text = w.text()
-    return p.default if text == "" else text
+    text = w.text().strip()
+    if text == "":
+        return p.default
+    try:  # a number whose default is None is typed in
+        return p.type(text) if p.type in (int, float) else text
+    except ValueError:
+        return text  # the config's range check names the parameter
 
 
 class ParamForm:
