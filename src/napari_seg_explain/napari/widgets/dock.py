@@ -25,11 +25,12 @@ from ..windows import window_limits, window_name
 from . import inputs, jobs
 from .controller import Choices, Controller
 from .layer_sync import LayerSync
+from .pools import POOL_LAYERS, POOL_SELF, POOL_VOLUME
 from .results_view import ResultsView
 from .runner import Runner
 from .sections import compact_combos
 from .sections.explain import NO_GT, NO_ROI, ExplainSection
-from .sections.image import ImageSection
+from .sections.image import ImageSection, slice_text
 from .sections.model import ModelSection
 from .sections.runs import RunsSection
 from .streaming import Streamer
@@ -172,8 +173,6 @@ class SegExplainWidget(QWidget):
         return self.controller.layer(self.image_combo.currentText())
 
     def update_slice_label(self) -> None:
-        from .sections.image import slice_text
-
         self.slice_label.setText(slice_text(self.viewer, self.image_layer()))
 
     def image_changed(self) -> None:
@@ -181,10 +180,7 @@ class SegExplainWidget(QWidget):
         image = self.image_layer()
         is_volume = image is not None and inputs.spatial_ndim(image) == 3
         self.image_section.set_volume(is_volume)
-        ex = self.explain_section
-        from .pools import POOL_LAYERS, POOL_SELF, POOL_VOLUME
-
-        if image is not None and not is_volume and ex.pool_choice() == POOL_VOLUME:
+        if image is not None and not is_volume and self.explain_section.pool_choice() == POOL_VOLUME:
             others = any(L.layer_kind(lay) == "image" and lay is not image and not L.is_result_layer(lay)
                          for lay in self.viewer.layers)
             self.pool_combo.setCurrentText(POOL_LAYERS if others else POOL_SELF)
