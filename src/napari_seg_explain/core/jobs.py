@@ -70,6 +70,8 @@ class ExplainJob:
     def run_id(self, model: "SegmentationModel") -> str:
         """Stable id of this run: same inputs, same id (12 hex digits)."""
         cfg = asdict(self.config) if is_dataclass(self.config) else repr(self.config)
+        if isinstance(cfg, dict):
+            cfg.pop("batch_size", None)  # how the work is batched does not change the result
         pool = self.pool_key or (self.pool.describe() if hasattr(self.pool, "describe") else repr(self.pool))
         return _digest(self.method, cfg, self.target, model.sha256, pool, self.image,
                        self.roi if self.roi is not None else "no roi",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from . import registry
 from .base import ExplainerSpec, ResultLayer, Stat, param
-from .misure import MiSuReConfig, explain_misure, misure
-from .pdcr import PdCRConfig, explain_pdcr, pdcr
+from .pdcr import PdCRConfig, explain_pdcr, pdcr  # isort: skip - registration order is the listing order
+from .misure import MiSuReConfig, explain_misure, misure  # isort: skip
 
 __all__ = ["registry", "ExplainerSpec", "ResultLayer", "Stat", "param", "PdCRConfig", "MiSuReConfig", "pdcr",
            "misure", "explain_pdcr", "explain_misure"]

@@ -48,4 +48,5 @@ def specs() -> list[ExplainerSpec]:
 
 
 def _load_builtins() -> None:
-    from . import misure, pdcr  # noqa: F401 - each module registers its spec on import
+    from . import pdcr  # noqa: F401 - each module registers its spec on import; PdCR is listed first
+    from . import misure  # noqa: F401

@@ -214,23 +214,30 @@ class SegmentationModel:
         return drive(self.predict_batches(images, batch_size=batch_size, amp=amp),
                      (lambda ev: progress(ev.done, ev.total)) if progress else None)
 
-    def segment_batches(self, images: "np.ndarray | torch.Tensor", *, batch_size: int = 0,
+    def segment_batches(self, images: Any, *, batch_size: int = 0,
                         stage: str = "segmenting") -> Generator["Progress", None, np.ndarray]:
-        """Labels of raw images ``(B, C, *S)`` -> ``(B, *S)`` through the Engine, keeping no probabilities."""
+        """Labels of raw images ``(B, C, *S)`` -> ``(B, *S)`` through the Engine, keeping no probabilities.
+
+        ``images``: an array, or anything with ``len()`` whose slices ``images[a:b]`` are such arrays (a lazy
+        view of a large volume: only one batch of planes is in memory at a time).
+        """
         import torch
 
         from ..engine import Engine
 
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-        self.check_channels(x.shape[1])
+        first = np.asarray(images[0:1], dtype=np.float32)
+        self.check_channels(first.shape[1])
         engine = Engine(self, batch_size, amp=self.device.type == "cuda")
+
+        def build(a: int, b: int) -> "torch.Tensor":
+            return self.normalize(torch.as_tensor(np.asarray(images[a:b], dtype=np.float32)))
+
 
         def labels(p: "torch.Tensor") -> "torch.Tensor":
             return (p[:, 0] > 0.5) if p.shape[1] == 1 else p.argmax(dim=1)
 
         with self.eval_mode():
-            lab = yield from engine.run(len(x), lambda a, b: self.normalize(x[a:b]), labels, stage=stage,
-                                        shape=tuple(x.shape[1:]))
+            lab = yield from engine.run(len(images), build, labels, stage=stage, shape=tuple(first.shape[1:]))
         k = len(self.card.classes) or 2
         return lab.numpy().astype(np.uint8 if k <= 256 else np.int16)
 

@@ -88,12 +88,9 @@ class Controller:
         inputs.check_image_layer(image)
         return image
 
-    def config(self, spec: "ExplainerSpec", values: dict[str, Any], plane_shape: tuple[int, int]) -> Any:
-        """The method's config from the form. A batch size of 0 (automatic) becomes the size whose batch takes
-        about 0.25 s on a plane of ``plane_shape``, so that Cancel acts well within a second."""
-        values = dict(values)
-        if values.get("batch_size") == 0:
-            values["batch_size"] = jobs.plane_batch_size(self.loaded, plane_shape)
+    def config(self, spec: "ExplainerSpec", values: dict[str, Any]) -> Any:
+        """The method's config from the form (a batch size of 0 is automatic: the engine keeps each batch under
+        :data:`jobs.BATCH_SECONDS` in the widget, so that Cancel acts well within a second)."""
         return spec.make_config(**values)
 
     def rois(self, spec: "ExplainerSpec", c: Choices, image: "Layer",
@@ -123,8 +120,7 @@ class Controller:
         spec = registry.get(c.method)
         if c.target < 0:
             raise UserError("choose the class to explain")
-        plane_shape = L.SliceGeometry.plane_shape_of(image)
-        cfg = self.config(spec, c.values, plane_shape)
+        cfg = self.config(spec, c.values)
         planned: list[PlannedRun] = []
         for roi, roi_name in self.rois(spec, c, image, z):
             zz = roi.slice_index if roi is not None and roi.slice_index is not None else z
@@ -165,7 +161,7 @@ class Controller:
             z = inputs.current_slice(self.viewer, image)
             spec = registry.get(c.method)
             plane_shape = L.SliceGeometry.plane_shape_of(image)
-            cfg = self.config(spec, c.values, plane_shape)
+            cfg = self.config(spec, c.values)
             rois = self.rois(spec, c, image, z)
             if spec.estimate is None:
                 return f"Cost: {spec.title} gives no estimate."

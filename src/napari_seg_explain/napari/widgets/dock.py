@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from .controller import PlannedRun
     from .run_store import RunRecord, RunStore
 
-DEFAULT_METHOD = "pdcr"  # the method chosen when the dock opens (else the first registered one)
 #: section widgets the dock exposes under the same names (scripts, tests, the launcher)
 ALIASES = {"model_section": ("model_path", "card_path", "device", "load_button", "sample_button", "model_summary",
                              "cpu_note"),
@@ -105,7 +104,7 @@ class SegExplainWidget(QWidget):
             lay.addWidget(getattr(self, sec))
         lay.addStretch(1)
         ex = self.explain_section
-        ex.set_method(DEFAULT_METHOD if DEFAULT_METHOD in ex.specs else next(iter(ex.specs)))
+        ex.set_method(next(iter(ex.specs)))  # the first registered method (PdCR)
         ex.apply_spec()
         compact_combos(self)
         self.setMinimumWidth(360)
@@ -263,10 +262,8 @@ class SegExplainWidget(QWidget):
         return self.controller.plan(self.choices())
 
     def _config(self) -> Any:
-        """The chosen method's config as a Run would use it on the chosen image (automatic batch size sized)."""
-        image = self.image_layer()
-        shape = L.SliceGeometry.plane_shape_of(image) if image is not None else (128, 128)
-        return self.controller.config(self.explain_section.spec, self.explain_section.values(), shape)
+        """The chosen method's config as a Run would use it."""
+        return self.controller.config(self.explain_section.spec, self.explain_section.values())
 
     def schedule_estimate(self, *_: Any) -> None:
         if not self._estimate_timer.isActive():

@@ -92,20 +92,36 @@ def guarded(func: Any, *args: Any) -> Generator[Any, None, Any]:
 
 
 # ------------------------------------------------------------------------------------- segmenting
-def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None, rgb: bool = False,
-                batch_size: int = 8) -> Generator[Progress, None, np.ndarray]:
+#: automatic batches in the widget stay under this many seconds, so that Cancel acts well within a second
+BATCH_SECONDS = 0.25
+
+
+class _Planes:
+    """A lazy ``(N, C, rows, cols)`` float32 view of a layer's planes: ``planes[a:b]`` reads only those."""
+
+    def __init__(self, data: Any, rgb: bool) -> None:
+        self.data, self.rgb = data, rgb
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        idx = range(*sl.indices(len(self)))
+        if self.rgb:
+            return np.stack([np.moveaxis(np.asarray(self.data[k])[..., :3], -1, 0) for k in idx]).astype(np.float32)
+        return np.stack([np.asarray(self.data[k])[None] for k in idx]).astype(np.float32)
+
+
+def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None,
+                rgb: bool = False) -> Generator[Progress, None, np.ndarray]:
     """Labels of one plane (``slice_index``), of a 2-D layer, or of every slice of a volume layer.
 
     ``data``: the layer's data (read only): ``(slices, rows, cols)``, ``(rows, cols)`` or RGB
     ``(rows, cols, 3)``. Returns ``(rows, cols)`` labels, or ``(slices, rows, cols)`` for the whole volume.
+    Runs through the core engine (automatic batch size, batches under :data:`BATCH_SECONDS`).
     """
+    from ...core.engine import with_batch_time_limit
     from ...core.models import labels_from_probs
-
-    def planes(idx: range | list[int]) -> np.ndarray:
-        if rgb:
-            return np.stack([np.moveaxis(np.asarray(data[k] if data.ndim == 4 else data)[..., :3], -1, 0)
-                             for k in idx]).astype(np.float32)
-        return np.stack([np.asarray(data[k] if data.ndim == 3 else data)[None] for k in idx]).astype(np.float32)
 
     spatial = data.ndim - (1 if rgb else 0)
     if model.card.spatial_dims == 3:
@@ -117,22 +133,13 @@ def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None, 
         yield Progress(1, 1, "segmenting the volume")
         return np.moveaxis(labels_from_probs(probs), -1, 0)
     if spatial == 2 or slice_index is not None:
-        yield Progress(0, 1, "segmenting the slice")
-        probs = model.predict(planes([slice_index if spatial == 3 else 0]), batch_size=1)[0]
-        yield Progress(1, 1, "segmenting the slice")
-        return labels_from_probs(probs)
-    n = int(data.shape[0])
-    out = np.zeros(tuple(data.shape[:3]) if not rgb else tuple(data.shape[:3]), dtype=np.uint8)
-    yield Progress(0, n, "segmenting the volume")
-    for start in range(0, n, batch_size):
-        idx = range(start, min(n, start + batch_size))
-        probs = model.predict(planes(idx), batch_size=batch_size)
-        lab = labels_from_probs(probs, axis=1)
-        if lab.dtype != out.dtype:
-            out = out.astype(lab.dtype)
-        out[start:start + len(idx)] = lab
-        yield Progress(start + len(idx), n, "segmenting the volume")
-    return out
+        planes = _Planes(data[None] if spatial == 2 else data, rgb)
+        k = 0 if spatial == 2 else int(slice_index)
+        labels = yield from with_batch_time_limit(model.segment_batches(planes[k:k + 1], stage="segmenting the slice"),
+                                                  BATCH_SECONDS)
+        return labels[0]
+    return (yield from with_batch_time_limit(model.segment_batches(_Planes(data, rgb), stage="segmenting the volume"),
+                                             BATCH_SECONDS))
 
 
 # ------------------------------------------------------------------------------------- explaining
@@ -162,13 +169,14 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
     run's layers (volume-shaped arrays of a large scan take a while to fill) are built here and handed over as
     soon as the run ends. Closing this generator (Cancel) closes the running job's generator.
     """
+    from ...core.engine import with_batch_time_limit
     from .. import layers as L
 
     out = []
     n = len(runs)
     for k, (job, geom, label) in enumerate(runs):
         tag = f"{job.spec.title} {job.roi_name} ({k + 1}/{n}): " if n > 1 else ""
-        gen = job.run(model)
+        gen = with_batch_time_limit(job.run(model), BATCH_SECONDS)
         try:
             while True:
                 ev = next(gen)
@@ -184,19 +192,6 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
 
 
 # ----------------------------------------------------------------------------------- cost estimate
-def auto_batch_size(seconds_per_image: float, target_s: float = 0.25, lo: int = 1, hi: int = 64) -> int:
-    """Largest power of two (``lo`` .. ``hi``) whose batch takes at most about ``target_s``, so that Cancel,
-    which acts between batches, stops the job well within a second. ``seconds_per_image`` must be the time
-    of one image of the size the job runs on (:func:`image_seconds`), not the time at the timing size."""
-    if not np.isfinite(seconds_per_image) or seconds_per_image <= 0:
-        return 32
-    n = int(target_s / seconds_per_image)
-    b = max(1, lo)
-    while b * 2 <= min(n, hi):
-        b *= 2
-    return b
-
-
 def image_seconds(info: LoadedModel, plane_shape: tuple[int, int]) -> float:
     """Time per image for a plane: the measured time, scaled by area when the model runs at the plane's size.
 
@@ -211,13 +206,6 @@ def image_seconds(info: LoadedModel, plane_shape: tuple[int, int]) -> float:
         return spi
     th, tw = info.timing_size
     return spi * (plane_shape[0] * plane_shape[1]) / max(1, th * tw)
-
-
-def plane_batch_size(info: LoadedModel | None, plane_shape: tuple[int, int], target_s: float = 0.25) -> int:
-    """The automatic batch size for images of ``plane_shape`` (about ``target_s`` per batch, at least 1)."""
-    if info is None:
-        return auto_batch_size(float("nan"), target_s)
-    return auto_batch_size(image_seconds(info, plane_shape), target_s)
 
 
 def format_seconds(s: float) -> str:

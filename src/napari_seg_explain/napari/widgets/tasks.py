@@ -116,9 +116,8 @@ class Tasks:
         loaded = self.controller.loaded
         geom = L.SliceGeometry.from_layer(image, z)
         d.explain_section.show_progress(0, 1, "segmenting…")
-        batch = jobs.plane_batch_size(loaded, geom.plane_shape)
         return self.runner.start("segment", jobs.segment_job, loaded.model, image.data, None if whole else z,
-                                 bool(getattr(image, "rgb", False)), batch,
+                                 bool(getattr(image, "rgb", False)),
                                  on_yield=lambda ev: self._on_progress(0, ev),
                                  on_return=lambda labels: self._on_segmented(labels, geom, whole),
                                  on_error=self._on_error)
