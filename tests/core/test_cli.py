@@ -209,3 +209,21 @@ def test_demo_writes_maps_and_figure(tmp_path, capsys):
     from PIL import Image as PILImage
 
     assert PILImage.open(tmp_path / "demo" / "demo.png").size[0] > 1000
+
+
+def test_one_slice_volume_needs_no_slice_and_falls_back_to_the_image_itself(tmp_path, capsys):
+    """A single DICOM file reads as a one-slice volume: explained as a 2-D image, pool = the image itself."""
+    import nibabel as nib
+
+    vol = nib.load(VOL)
+    one = nib.Nifti1Image(np.asarray(vol.dataobj)[:, :, 64:65], vol.affine)
+    path = tmp_path / "one_slice.nii.gz"
+    nib.save(one, path)
+    out = tmp_path / "m.npy"
+    code, stdout, err = run(capsys, "--quiet", "pdcr", path, "--model", MODEL, "--roi-box", 32, 16, 64, 48,
+                            "--n", 2, "--screen", 1, "--device", "cpu", "-o", out)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert any("explained image itself" in w for w in summary["warnings"])
+    code, stdout, err = run(capsys, "--quiet", "segment", path, "--model", MODEL, "-o", tmp_path / "s.nii.gz")
+    assert code == 0, err

@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 
 
 def explained_slice(image: "Image", model: "SegmentationModel", z: int | None, what: str = "IMAGE") -> int | None:
-    """The slice a 2-D model explains on a volume (required there); None for 2-D images and 3-D models."""
+    """The slice a 2-D model explains on a volume (required there, except on a one-slice volume: 0); None for
+    2-D images and 3-D models."""
     if model.card.spatial_dims == 3:
         if image.spatial_ndim != 3:
             raise UserError(f"model {model.name!r} is 3-D but {what} is a 2-D image")
         if z is not None:
             raise UserError(f"model {model.name!r} is 3-D: it explains the whole volume, drop --slice")
         return None
+    if image.spatial_ndim == 3 and z is None and image.n_slices == 1:
+        return 0  # a one-slice volume (a single DICOM file) is a 2-D image
     if image.spatial_ndim == 3 and z is None:
         raise UserError(f"{what} is a volume of {image.n_slices} slices: choose one with --slice Z "
                         f"(0..{image.n_slices - 1})")
@@ -81,9 +84,9 @@ def resolve_pool(model: "SegmentationModel", image: "Image", z: int | None, bloc
 
     if paths:
         return pool_from_paths(model, list(paths), block, exclude_source=image_path)
-    if image.spatial_ndim == 3 and z is not None:
+    if image.spatial_ndim == 3 and z is not None and image.n_slices > 1:
         return pool_from_volume(model, image, z, block, exclude=exclude)
-    return None
+    return None  # a lone 2-D image (or a one-slice volume): the image itself, with a warning in the result
 
 
 def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, config: Any = None,

@@ -25,7 +25,7 @@ def check_image(model: "SegmentationModel", image: np.ndarray, dims: tuple[int, 
     if arr.ndim == nd:
         arr = arr[None]
     if arr.ndim != nd + 1:
-        hint = "; pick a slice of a volume (--slice Z)" if nd == 2 else ""
+        hint = "; pick one slice of the volume" if nd == 2 else ""
         raise IncompatibleInputError(f"model {model.name!r} is {nd}-D: expected an image (C, {nd} spatial axes), "
                                      f"got shape {arr.shape}{hint}")
     if nd not in dims:

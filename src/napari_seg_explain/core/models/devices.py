@@ -36,7 +36,7 @@ def resolve_device(name: str = "auto") -> "torch.device":
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     if base not in available_devices():
         raise UserError(f"device {name!r} is not available on this machine (available: "
-                        f"{', '.join(available_devices())}); use --device auto or cpu")
+                        f"{', '.join(available_devices())}); choose auto or cpu")
     return torch.device(name)
 
 

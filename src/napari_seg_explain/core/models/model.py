@@ -171,7 +171,7 @@ class SegmentationModel:
                 logits = self._run(xf)
             except torch.OutOfMemoryError as exc:
                 raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {x.shape[0]} images: lower "
-                                  "the batch size (--batch-size) or use a smaller input") from exc
+                                  "the batch size or use a smaller input") from exc
             except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
                 raise IncompatibleInputError(
                     f"model {self.name!r} failed on an input of shape {tuple(xf.shape)}: {exc}. Check that the "

@@ -149,14 +149,14 @@ def pool_from_volume(model: "SegmentationModel", image: "Image", slice_index: in
     slices = [image.slice2d(z) for z in range(image.n_slices) if abs(z - slice_index) > exclude]
     if not slices:
         raise UserError(f"the volume has no slice further than {exclude} slices from slice {slice_index} "
-                        "to draw replacement blocks from; give a pool folder with --pool")
+                        "to draw replacement blocks from; choose a pool of other images")
     return _stack(model, slices, f"other slices of {image.source or 'the volume'} (excluding +-{exclude})", block)
 
 
 def pool_from_image_itself(model: "SegmentationModel", image: np.ndarray, block: int = 8) -> TilePool:
     """Fallback for a lone image: crops of the image itself, outside the block being replaced."""
     warnings.warn("no other images to draw replacement blocks from: using crops of the explained image itself "
-                  "(outside each block). Give a pool (--pool) of other images for the paper's setting.",
+                  "(outside each block). Choose a pool of other images for the paper's setting.",
                   UserWarning, stacklevel=2)
     return _stack(model, [_channels_first(image, model.card.spatial_dims)],
                   "the explained image itself (outside the block)", block, self_pool=True)
