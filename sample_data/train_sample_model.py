@@ -269,6 +269,14 @@ def flow_list(values: list[int] | list[str]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
+def training_range() -> list[int]:
+    """The 0.5 and 99.5 percentiles of the training volume's intensities (the card's ``expects``)."""
+    import nibabel as nib
+
+    data = np.asarray(nib.load(HERE / "mni152_t1.nii.gz").dataobj, dtype=np.float32)
+    return [int(round(float(v))) for v in np.percentile(data, [0.5, 99.5])]
+
+
 def write_card(path: Path, split: dict[str, list[int]], metrics: dict[str, object]) -> None:
     """Write the model card (YAML) in the project's schema."""
     kw = ", ".join(
@@ -287,6 +295,7 @@ output_activation: softmax
 normalization: {{method: minmax}}
 input_size: {flow_list(list(INPUT_SIZE))}
 fit: pad
+expects: {{modality: MR, intensity_range: {flow_list(training_range())}, spacing: [1.5, 1.5]}}
 license: "Weights: Apache-2.0 (as the project). Trained on the MNI ICBM 2009a template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill University; see sample_data/README.md"
 training: {{script: sample_data/train_sample_model.py, seed: {SEED}, heldout_slices: {flow_list(split["heldout"])}, heldout_dice: {metrics["mean_dice"]}, heldout_dice_pooled: {metrics["pooled_dice"]}, excluded_margin_slices: {flow_list(split["margin"])}, n_train_slices: {len(split["train"])}, iterations: {ITERATIONS}, batch_size: {BATCH_SIZE}, loss: DiceCELoss, optimizer: AdamW, max_lr: {LEARNING_RATE}, data: sample_data/mni152_t1.nii.gz, labels: sample_data/mni152_wm_label.nii.gz}}
 """

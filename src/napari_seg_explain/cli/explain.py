@@ -8,6 +8,7 @@ spec needs (``--label``, ``--pool``) and one flag per config parameter, named by
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .common import batch_size, check_output, load, run_with_bar, summary
@@ -79,6 +80,8 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
                          roi_box=args.roi_box, roi_mask=args.roi_mask, label=getattr(args, "label", None),
                          pool=getattr(args, "pool", None), pool_exclude=getattr(args, "pool_exclude", 5),
                          target=args.target, image_path=args.image)
+    for w in job.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     expl = run_with_bar(job.run(model), spec.title, not args.quiet)
     z = job.geometry.get("slice_index")
     return summary(args.command if args.command != "explain" else spec.name,

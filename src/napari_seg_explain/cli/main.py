@@ -87,10 +87,18 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
     from ..core.job_inputs import explained_slice
     from ..core.progress import Progress
 
+    from ..core.compat import input_warnings
+    from ..core.job_inputs import explained_array, explained_spacing
+
     out = check_output(args.output, args)
     image, model = load(args)
     if args.slice_index is not None:
         explained_slice(image, model, args.slice_index)
+    plane_of_volume = 0 if (image.spatial_ndim == 3 and model.card.spatial_dims == 2) else None
+    warnings = input_warnings(model.card, explained_array(image, args.slice_index),
+                              explained_spacing(image, plane_of_volume))
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     bar = Bar(not args.quiet, "segment")
     labels = model.segment(image, args.slice_index, batch_size=args.batch_size,
                            progress=lambda d, t: bar(Progress(d, t, "segment")))
@@ -98,7 +106,7 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
     write_map(out, labels, image, slice_index=args.slice_index)
     counts = {str(k): int((labels == k).sum()) for k in sorted(set(labels.ravel().tolist()))}
     return {"command": "segment", "output": str(out), "shape": list(labels.shape), "voxels_per_class": counts,
-            "forward_passes": model.forward_passes, "device": str(model.device)}
+            "forward_passes": model.forward_passes, "device": str(model.device), "warnings": warnings}
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .compat import input_warnings
 from .errors import UserError
 from .jobs import ExplainJob
 
@@ -111,4 +112,11 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     geometry = spatial_geometry(image) | {"slice_index": z,
                                           "slice_axis": image.spatial_ndim - 1 if z is not None else None}
     return ExplainJob(method, arr, roi, cls, config=cfg, label=lab, pool=the_pool, geometry=geometry,
-                      roi_name=roi_name, class_name=names[cls] if cls < len(names) else f"class {cls}")
+                      roi_name=roi_name, class_name=names[cls] if cls < len(names) else f"class {cls}",
+                      warnings=input_warnings(model.card, arr, explained_spacing(image, z)))
+
+
+def explained_spacing(image: "Image", z: int | None) -> tuple[float, ...]:
+    """Pixel spacing (mm) of what is explained: the slice's rows and columns, or every axis."""
+    sp = tuple(float(s) for s in image.spacing)
+    return sp[:2] if (z is not None and image.spatial_ndim == 3) else sp

@@ -54,6 +54,7 @@ class ExplainJob:
     geometry: dict[str, Any] = field(default_factory=dict)
     roi_name: str = "RoI 1"
     class_name: str = ""
+    warnings: list[str] = field(default_factory=list)  # e.g. input unlike the training data (core.compat)
 
     def __post_init__(self) -> None:
         from .explainers import registry
@@ -86,6 +87,7 @@ class ExplainJob:
             pool = pool(model, getattr(self.config, "patch", 8))
         expl = yield from self.spec.run_generator(model, self.image, self.roi, self.target, config=self.config,
                                                   pool=pool, label=self.label, geometry=self.geometry)
+        expl.warnings = [*self.warnings, *expl.warnings]
         expl.run = {"id": self.run_id(model), "method": self.method, "roi_name": self.roi_name,
                     "class_name": self.class_name or f"class {self.target}", "target": int(self.target)}
         return expl

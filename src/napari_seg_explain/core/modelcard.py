@@ -13,6 +13,11 @@ Schema (every key optional except where a state dict needs ``architecture``)::
     normalization: {method: minmax}     # none | minmax | zscore | ct_window (center, width)
     input_size: [128, 128]              # native input size (optional)
     fit: pad                            # pad (centre pad/crop) | resize (bilinear in, bilinear out)
+    expects:                            # the training data, for warnings on inputs unlike it (optional)
+      modality: MR                      # MR | CT | ... (CT: Hounsfield units, air at -1000)
+      intensity_range: [0, 1200]        # raw intensities of the training scans (e.g. 0.5 and 99.5 percentiles)
+      spacing: [1.5, 1.5]               # mm per pixel of the model's input axes
+    receptive_field: 92                 # pixels one output pixel sees (PdCR's far-field statistics)
 
 Without a card: raw float32 ``(B, C, H, W)`` in, logits ``(B, K, H, W)`` out, softmax if K > 1,
 sigmoid if K == 1 (DESIGN.md).
@@ -50,11 +55,17 @@ class ModelCard:
     input_size: tuple[int, ...] | None = None
     fit: str = "pad"
     source: str | None = None
+    modality: str | None = None
+    intensity_range: tuple[float, float] | None = None
+    spacing: tuple[float, ...] | None = None
+    receptive_field: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["classes"] = list(self.classes)
         d["input_size"] = list(self.input_size) if self.input_size else None
+        for key in ("intensity_range", "spacing"):
+            d[key] = list(d[key]) if d[key] is not None else None
         return d
 
     def class_index(self, target: int | str) -> int:
@@ -118,6 +129,20 @@ def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
         _require(isinstance(size, (list, tuple)) and len(size) == dims and all(int(s) > 0 for s in size),
                  path, f"input_size must list {dims} positive sizes")
         size = tuple(int(s) for s in size)
+    expects = raw.get("expects") or {}
+    _require(isinstance(expects, dict), path, "'expects' must be a mapping (modality, intensity_range, spacing)")
+    rng = expects.get("intensity_range")
+    if rng is not None:
+        _require(isinstance(rng, (list, tuple)) and len(rng) == 2 and float(rng[0]) < float(rng[1]), path,
+                 "expects.intensity_range must be [low, high] with low < high")
+        rng = (float(rng[0]), float(rng[1]))
+    spacing = expects.get("spacing")
+    if spacing is not None:
+        _require(isinstance(spacing, (list, tuple)) and len(spacing) == dims and all(float(v) > 0 for v in spacing),
+                 path, f"expects.spacing must list {dims} positive spacings (mm)")
+        spacing = tuple(float(v) for v in spacing)
+    rf = raw.get("receptive_field")
+    _require(rf is None or int(rf) > 0, path, "receptive_field must be a positive number of pixels")
     in_ch = raw.get("in_channels")
     _require(in_ch is None or int(in_ch) > 0, path, "in_channels must be a positive integer")
     return ModelCard(
@@ -136,6 +161,10 @@ def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
         input_size=size,
         fit=fit,
         source=str(path),
+        modality=str(expects["modality"]).upper() if expects.get("modality") else None,
+        intensity_range=rng,
+        spacing=spacing,
+        receptive_field=int(rf) if rf is not None else None,
     )
 
 
