@@ -165,3 +165,21 @@ def test_mismatched_inputs_are_clear_errors():
     with pytest.raises(UserError, match="class 3"):
         explain_pdcr(model, sc["image"], roi_from_box((64, 64), 8, 8, 24, 24), 3,
                      pool=pool_from_arrays(model, [sc["image"]]))
+
+
+def test_far_field_statistics_know_where_the_effect_is():
+    """The cue block is far from the RoI (about 40 px): all of the effect is far field with a small distance,
+    none of it when the far-field distance is beyond the cue."""
+    sc = km.cue_scene()
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    pool = pool_from_arrays(model, [np.full((1, 32, 32), v, np.float32) for v in (0.0, 0.1, 0.2)])
+    roi = roi_from_box((64, 64), 8, 8, 24, 24)
+    near = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=sc["label"],
+                        config=PdCRConfig(n=6, far_distance=16)).stats
+    assert near["far_share"] == pytest.approx(100) and near["far_mean_abs_ate"] > 0
+    assert near["far_distance"] == 16 and 0 < near["far_nonzero_share"] < 100
+    far = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=sc["label"],
+                       config=PdCRConfig(n=6, far_distance=60)).stats
+    assert far["far_share"] == 0 and far["n_far_blocks"] < near["n_far_blocks"]
+    default = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=sc["label"], config=PdCRConfig(n=6)).stats
+    assert default["far_distance"] == 32

@@ -51,6 +51,9 @@ class PdCRConfig:
     batch_size: int = param(0, lo=0, hi=65536, tip="perturbed images per forward pass; 0 = automatic (the fastest "
                             "measured on the first batches)", label="Batch size")
     amp: bool = param(False, tip="mixed precision on CUDA (opt-in speed mode; exact mode: off)", label="AMP")
+    far_distance: float = param(0.0, lo=0.0, hi=1e6, step=1.0, label="Far field (px)",
+                                tip="blocks farther than this from the RoI count as far field in the statistics; "
+                                    "0 = half the model card's receptive field, else 32 px")
 
     def __post_init__(self) -> None:
         check_ranges(self, "PdCR")
@@ -169,6 +172,7 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
     stats = {"M0": m0, "metric": score.metric, "n_blocks": nb, "n_blocks_screened_in": int(len(active)),
              "min_ate": float(ate_np.min()) if nb else 0.0, "max_ate": float(ate_np.max()) if nb else 0.0,
              **effect_shares(ate_np), "histogram": _histogram(ate_np, cfg.tau),
+             **far_field(grid, roi, ate_np, _far_distance(cfg, model)),
              "forward_passes": model.forward_passes - passes0}
     devs = list(DEVIATIONS_ALWAYS)
     if grid.partial_edges:
@@ -207,6 +211,34 @@ def _histogram(values: np.ndarray, tau: float) -> dict[str, int]:
     return out
 
 
+def _far_distance(cfg: PdCRConfig, model: "SegmentationModel") -> float:
+    if cfg.far_distance > 0:
+        return float(cfg.far_distance)
+    rf = model.card.receptive_field
+    return rf / 2 if rf else DEFAULT_FAR
+
+
+DEFAULT_FAR = 32.0  # pixels (4 blocks of 8) when the card gives no receptive field
+
+
+def far_field(grid: BlockGrid, roi: np.ndarray, values: np.ndarray, distance: float) -> dict[str, float]:
+    """How much of the effect lies far from the RoI: blocks whose centre is more than ``distance`` pixels from
+    the nearest RoI pixel. ``far_share``: % of the total |ATE| in far blocks; ``far_mean_abs_ate``: their mean
+    |ATE|; ``far_nonzero_share``: % of far blocks with a non-zero ATE. A model with instance or group
+    normalisation couples every pixel to the RoI, so far blocks have effects too."""
+    from scipy import ndimage
+
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    dist = ndimage.distance_transform_edt(~np.asarray(roi, bool))
+    centres = np.minimum(grid.corners + (grid.block - 1) // 2, np.array(grid.shape) - 1)
+    far = dist[tuple(centres.T)] > distance if len(v) else np.zeros(0, bool)
+    total = v.sum()
+    return {"far_distance": float(distance), "n_far_blocks": int(far.sum()),
+            "far_share": float(100 * v[far].sum() / total) if total > 0 else 0.0,
+            "far_mean_abs_ate": float(v[far].mean()) if far.any() else 0.0,
+            "far_nonzero_share": float(100 * (v[far] > 0).mean()) if far.any() else 0.0}
+
+
 def estimate(config: PdCRConfig, roi: np.ndarray) -> int:
     """Upper bound of forward passes: every block outside the RoI passes screening."""
     nb = BlockGrid(np.shape(roi), config.patch, np.asarray(roi, bool)).n_blocks
@@ -226,7 +258,9 @@ SPEC = register(ExplainerSpec(
            Stat("positive_share", "works against (blue)", "{:.0f}%"),
            Stat("irrelevant_share", "irrelevant", "{:.0f}%"), Stat("min_ate", "min ATE", "{:.2f}"),
            Stat("max_ate", "max ATE", "{:.2f}"), Stat("n_blocks", "blocks"),
-           Stat("n_blocks_screened_in", "blocks past screening")),
+           Stat("n_blocks_screened_in", "blocks past screening"),
+           Stat("far_share", "effect far from the RoI", "{:.0f}%"),
+           Stat("far_mean_abs_ate", "mean |ATE| far from the RoI", "{:.2f}")),
     layers=(ResultLayer("map", "map", "diverging", colorbar=True), ResultLayer("roi", "RoI", "outline")),
     estimate=estimate, summary=summary,
     description="ATE of replacing each block outside the RoI with crops of other images (Dice points)."))
