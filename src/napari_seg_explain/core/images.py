@@ -35,13 +35,18 @@ __all__ = ["Image", "read_image", "write_map", "spatial_geometry", "SUPPORTED_FO
 DISPLAY_ORIENTATION = ("P", "L", "S")  # rows A->P, columns R->L (radiological), slices I->S
 
 SUPPORTED_FORMATS = (
-    ".nii, .nii.gz, .png, .jpg/.jpeg, .tif/.tiff, .bmp, .nrrd/.nhdr, .mha/.mhd, .dcm, .npy, "
+    ".nii, .nii.gz, .mgz/.mgh (FreeSurfer), .hdr/.img (Analyze), .png, .jpg/.jpeg, .tif/.tiff, .bmp, .nrrd/.nhdr, .mha/.mhd, .dcm, .npy, "
     "or a folder holding one DICOM series"
 )
 _ITK_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
                 ".bmp": "bmp", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha",
                 ".dcm": "dicom"}
 _PICTURE_FORMATS = {"png", "jpeg", "tiff", "bmp"}
+#: read with nibabel: NIfTI, FreeSurfer MGH/MGZ, Analyze 7.5 (and NIfTI pairs) .hdr/.img
+NIBABEL_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".hdr", ".img")
+#: a 4-D file with more volumes than this, or whose header gives a time step, is a time series
+MAX_CONTRASTS = 8
+_TIME_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 _WRITE_EXTS = (".nii.gz", ".nii", ".npy", ".nrrd", ".mha", ".png", ".tif", ".tiff")
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])  # flips x and y; its own inverse
 
@@ -59,6 +64,8 @@ class Image:
     header: object | None = None
     to_file: np.ndarray | None = None  # nibabel orientation transform back to the file's voxel order
     file_affine: np.ndarray | None = None  # the file's own affine (when ``to_file`` is set)
+    series: str = "contrast"  # what the first axis of a 4-D file is: "contrast" (channels) or "time"
+    frame_seconds: float | None = None  # time between volumes of a time series (NIfTI pixdim[4])
 
     def __post_init__(self) -> None:
         data = np.asarray(self.data)
@@ -147,7 +154,7 @@ def reorient(img: Image, codes: tuple[str, str, str]) -> Image:
         spacing[int(new_axis)] = img.spacing[axis]
     return Image(np.ascontiguousarray(data), spacing, affine, img.source, img.channel_names, img.format,
                  img.header, to_file=nio.ornt_transform(nio.axcodes2ornt(codes), current),
-                 file_affine=img.affine)
+                 file_affine=img.affine, series=img.series, frame_seconds=img.frame_seconds)
 
 
 def _read_file(path: str | os.PathLike) -> Image:
@@ -159,7 +166,7 @@ def _read_file(path: str | os.PathLike) -> Image:
     try:
         if p.is_dir():
             return _read_dicom_dir(p)
-        if name.endswith((".nii", ".nii.gz")):
+        if name.endswith(NIBABEL_SUFFIXES):
             return _read_nifti(p)
         if name.endswith(".npy"):
             return _read_npy(p)
@@ -203,9 +210,18 @@ def _read_nifti(p: Path) -> Image:
         raise ImageReadError(f"{p.name} has {arr.ndim} dimensions {arr.shape}; expected a 2-D, 3-D or 4-D NIfTI")
     data = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]
     nsp = data.ndim - 1
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:nsp])
-    return Image(np.ascontiguousarray(_float32_or_int(data)), zooms, img.affine, str(p), format="nifti",
-                 header=img.header)
+    all_zooms = tuple(float(z) for z in img.header.get_zooms())
+    zooms = all_zooms[:nsp]
+    fmt = {"Nifti1Image": "nifti", "Nifti2Image": "nifti", "Nifti1Pair": "nifti", "Nifti2Pair": "nifti",
+           "MGHImage": "mgh"}.get(type(img).__name__, "analyze")
+    series, step = "contrast", None
+    if arr.ndim == 4:
+        units = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "unknown"
+        step = all_zooms[3] * _TIME_SECONDS[units] if units in _TIME_SECONDS and len(all_zooms) > 3 else None
+        if (step and step > 0) or data.shape[0] > MAX_CONTRASTS:
+            series = "time"
+    return Image(np.ascontiguousarray(_float32_or_int(data)), zooms, img.affine, str(p), format=fmt,
+                 header=img.header, series=series, frame_seconds=step if series == "time" and step else None)
 
 
 def _read_npy(p: Path) -> Image:

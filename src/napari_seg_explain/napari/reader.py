@@ -1,4 +1,4 @@
-"""npe2 reader: NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MetaImage, DICOM files and DICOM folders -> napari layers.
+"""npe2 reader: NIfTI, FreeSurfer MGH/MGZ, Analyze, PNG/JPEG/TIFF/BMP, NRRD, MetaImage, DICOM -> napari layers.
 
 Layers follow the contract in :mod:`napari_seg_explain.napari.geometry`:
 
@@ -10,9 +10,12 @@ Layers follow the contract in :mod:`napari_seg_explain.napari.geometry`:
   ``("I→S", "A→P", "R→L")``; the metadata keeps the file's affine and voxel order, so the writer writes
   layers back as the file was stored;
 * 2-D images are ``(rows, cols)``; RGB pictures are ``rgb=True`` layers ``(rows, cols, 3)``;
-* a multi-contrast file (a 4-D NIfTI with C > 1 volumes) opens as **one image layer per contrast**, named
-  ``"<stem> [<channel name>]"`` (the channel name is the volume index for NIfTI: ``"t1_t2 [0]"``,
-  ``"t1_t2 [1]"``), all with the same geometry;
+* a multi-contrast file (a 4-D NIfTI with a few volumes, 8 at most, and no time step in its header) opens as
+  **one image layer per contrast**, named ``"<stem> [<channel name>]"`` (the channel name is the volume
+  index for NIfTI: ``"t1_t2 [0]"``, ``"t1_t2 [1]"``), all with the same geometry; a **time series** (a time
+  step in the header, or more than 8 volumes: fMRI, DWI, perfusion) opens as **one 4-D layer**
+  ``(volumes, slices, rows, cols)`` whose first axis is named ``t`` (scale: the time step in seconds) or
+  ``volume``;
 * a file opens as a Labels layer when its name has a label word as a whole token (the name split at
   ``_ - . +`` and spaces, any case: ``label(s)``, ``mask(s)``, ``seg``, ``segmentation``, ``dseg``, ``aseg``,
   ``gt``, ...: ``brain_mask.nii.gz``, ``sub-01_dseg.nii.gz``, ``Tumour-SEG.nii``, but not
@@ -55,7 +58,7 @@ __all__ = ["get_reader", "read_layers", "EXTENSIONS", "is_label_name", "has_few_
 LayerData = tuple[Any, dict[str, Any], str]
 
 #: file name endings the reader claims (lower case); folders are claimed when they hold DICOM files
-EXTENSIONS = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp",
+EXTENSIONS = (".nii.gz", ".nii", ".mgz", ".mgh", ".hdr", ".img", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp",
               ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 #: whole name tokens that say a file holds labels (BIDS ``dseg``, FreeSurfer ``aseg``, ground truth ``gt``, ...)
 LABEL_TOKENS = frozenset({"label", "labels", "labelmap", "lbl", "mask", "masks", "seg", "segs", "segmentation",
@@ -206,6 +209,8 @@ def _to_layers(img: Any, p: Path) -> list[LayerData]:
         meta = dict(base, channel=None)
         return [(data, dict(common, name=stem, rgb=True, metadata={"seg_explain": meta}), "image")]
 
+    if img.series == "time" and nsp == 3:
+        return [_time_series_layer(img, stem, common, base, order)]
     as_labels = is_label_name(p)
     layers: list[LayerData] = []
     multi = img.n_channels > 1
@@ -225,6 +230,22 @@ def _to_layers(img: Any, p: Path) -> list[LayerData]:
                 kwargs["rgb"] = False
             layers.append((data, kwargs, "image"))
     return layers
+
+
+def _time_series_layer(img: Any, stem: str, common: dict[str, Any], base: dict[str, Any],
+                       order: Any) -> LayerData:
+    """One 4-D image layer ``(volumes, slices, rows, cols)``: napari's slider walks the volumes."""
+    data = np.stack([np.asarray(file_to_layer_array(img.data[c], order)) for c in range(img.n_channels)])
+    step = img.frame_seconds
+    labels = common.get("axis_labels")
+    kwargs = dict(common, name=stem, colormap="gray", contrast_limits=_contrast_limits(data),
+                  scale=(float(step) if step else 1.0, *common["scale"]), translate=(0.0, *common["translate"]),
+                  units=("s" if step else "pixel", *common["units"]),
+                  metadata={"seg_explain": dict(base, channel=None, series="time", n_volumes=int(img.n_channels),
+                                                frame_seconds=step)})
+    if labels is not None:
+        kwargs["axis_labels"] = ("t" if step else "volume", *labels)
+    return np.ascontiguousarray(data), kwargs, "image"
 
 
 def _units(img: Any) -> str:
