@@ -41,3 +41,19 @@ def test_ct_window_presets_change_display_only(make_napari_viewer):
     lo, hi = widget.apply_window(window_choices()[0])  # auto: percentiles
     assert -1000 < lo < hi < 2000
     np.testing.assert_array_equal(layer.data, ct)
+
+
+def test_the_plugin_becomes_the_preferred_reader_without_overriding_a_choice(tmp_path):
+    from napari.settings import NapariSettings
+
+    from napari_seg_explain.napari.launch import PLUGIN, prefer_plugin_reader
+    from napari_seg_explain.napari.reader import EXTENSIONS
+
+    settings = NapariSettings(config_path=tmp_path / "settings.yaml")
+    settings.plugins.extension2reader = {"*.png": "napari"}  # the user chose napari's reader for PNG
+    added = prefer_plugin_reader(settings)
+    prefs = settings.plugins.extension2reader
+    assert prefs["*.png"] == "napari", "a choice the user made stays"
+    assert prefs["*.nii.gz"] == PLUGIN and prefs["*.dcm"] == PLUGIN and "*.png" not in added
+    assert set(added) == {f"*{e}" for e in EXTENSIONS} - {"*.png"}
+    assert prefer_plugin_reader(settings) == [], "nothing to do the second time"

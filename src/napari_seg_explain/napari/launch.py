@@ -45,10 +45,27 @@ def prepare_viewer(viewer: "napari.Viewer", with_sample: bool = True) -> "SegExp
     return widget
 
 
+def prefer_plugin_reader(settings: Any = None) -> list[str]:
+    """Make the plugin napari's preferred reader for the file patterns it reads, where the user has set no
+    preference (napari then stops asking "Choose reader" for .nii.gz, .dcm, .png...). ``settings``: napari's
+    settings (default: the user's, saved by napari). Returns the patterns set."""
+    from napari.settings import get_settings
+
+    from .reader import EXTENSIONS
+
+    settings = settings if settings is not None else get_settings()
+    current = dict(settings.plugins.extension2reader)
+    added = [f"*{ext}" for ext in EXTENSIONS if f"*{ext}" not in current]
+    if added:
+        settings.plugins.extension2reader = current | {pattern: PLUGIN for pattern in added}
+    return added
+
+
 def main(argv: Any = None) -> int:
     """Start napari with everything prepared and run its event loop."""
     import napari
 
+    prefer_plugin_reader()
     viewer = napari.Viewer(title="napari-seg-explain")
     viewer.window.resize(1500, 950)
     prepare_viewer(viewer)
