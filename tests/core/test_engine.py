@@ -168,3 +168,27 @@ def test_batch_time_limit_keeps_batches_short_for_cancel():
     assert chosen <= 8, "16 images would take 0.16 s per batch: never tried"
     with_limit = Engine(model, 0)
     assert with_limit.max_batch_seconds is None, "the limit holds only while the wrapped generator runs"
+
+
+def test_pdcr_3d_anisotropic_blocks_from_the_cli_form():
+    """--patch 2 4 4: blocks of 2 slices x 4 x 4. Half the cue removed (one block) lowers the offset just enough to
+    drop the over-segmented 0.3 voxels and keep the 0.5 ones: Dice vs the label rises, so the ATE is positive
+    (the whole cue removed at once, as with 4x4x4 blocks, also drops the 0.5 voxels: negative)."""
+    from napari_seg_explain.core.explainers import registry
+
+    img = np.zeros((1, 16, 16, 16), np.float32)
+    img[0, 0:4, 0:4, 0:4] = np.linspace(0.3, 0.9, 4)[None, None, :]
+    img[0, 12:16, 12:16, 12:16] = 0.4
+    label = (img[0] > 0.35).astype(np.uint8)
+    model = SegmentationModel(Cue3D(), ModelCard(name="cue3d", spatial_dims=3), device="cpu")
+    pool = pool_from_arrays(model, [np.zeros((1, 8, 8, 8), np.float32)], block=(2, 4, 4))
+    roi = roi_from_bounds((16, 16, 16), (0, 0, 0), (4, 4, 4))
+    cfg = registry.get("pdcr").make_config(patch=[2, 4, 4], n=3, screen=2)
+    assert cfg.patch == (2, 4, 4)
+    expl = explain_pdcr(model, img, roi, 1, pool=pool, label=label, config=cfg)
+    assert expl.stats["n_blocks"] == 8 * 4 * 4 - 2 and (expl.map[12:, 12:, 12:] > 0).all()
+    others = expl.map.copy()
+    others[12:, 12:, 12:] = 0
+    assert np.nansum(np.abs(others)) == 0
+    with pytest.raises(Exception, match="patch"):
+        PdCRConfig(patch=(0, 4, 4))

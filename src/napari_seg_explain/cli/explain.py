@@ -39,6 +39,10 @@ def _param_flag(p: argparse.ArgumentParser, info: Any) -> None:
         p.add_argument(info.flag, dest=f"cfg_{info.name}", type=batch_size, default=info.default,
                        metavar="N|auto", help="images per forward pass; auto (default) times a few sizes on the "
                                               "first batches and keeps the fastest")
+    elif info.per_axis:
+        p.add_argument(info.flag, dest=f"cfg_{info.name}", type=info.type, default=info.default, nargs="+",
+                       metavar=info.flag.lstrip("-").upper().replace("-", "_"),
+                       help=help_ + "; one value, or one per spatial axis")
     else:
         p.add_argument(info.flag, dest=f"cfg_{info.name}", type=info.type, default=info.default,
                        choices=info.choices, metavar=info.flag.lstrip("-").upper().replace("-", "_"), help=help_)

@@ -31,10 +31,13 @@ LAYER_STYLES = ("diverging", "saliency", "mask", "outline")
 
 def param(default: Any, *, lo: float | None = None, hi: float | None = None, step: float | None = None,
           tip: str = "", flag: str | None = None, label: str | None = None, advanced: bool = True,
-          choices: tuple[Any, ...] | None = None) -> Any:
-    """A config field with its user-facing description (a ``dataclasses.field`` with metadata)."""
+          choices: tuple[Any, ...] | None = None, per_axis: bool = False) -> Any:
+    """A config field with its user-facing description (a ``dataclasses.field`` with metadata).
+
+    ``per_axis``: the value may also be one number per spatial axis (a tuple; ``--patch 4 8 8``).
+    """
     meta = {"lo": lo, "hi": hi, "step": step, "tip": tip, "flag": flag, "label": label, "advanced": advanced,
-            "choices": choices}
+            "choices": choices, "per_axis": per_axis}
     return field(default=default, metadata={"seg_explain": meta})
 
 
@@ -53,6 +56,7 @@ class ParamInfo:
     label: str
     advanced: bool
     choices: tuple[Any, ...] | None
+    per_axis: bool = False
 
 
 def config_params(config_cls: type) -> list[ParamInfo]:
@@ -67,7 +71,7 @@ def config_params(config_cls: type) -> list[ParamInfo]:
             name=f.name, default=default, type=typ, lo=meta.get("lo"), hi=meta.get("hi"), step=meta.get("step"),
             tip=meta.get("tip", ""), flag=meta.get("flag") or "--" + f.name.replace("_", "-"),
             label=meta.get("label") or f.name.replace("_", " "), advanced=meta.get("advanced", True),
-            choices=meta.get("choices")))
+            choices=meta.get("choices"), per_axis=bool(meta.get("per_axis"))))
     return out
 
 
@@ -77,10 +81,14 @@ def check_ranges(config: Any, method: str) -> None:
         v = getattr(config, p.name)
         if p.choices is not None and v not in p.choices:
             raise UserError(f"{method} parameter {p.name} must be one of {', '.join(map(str, p.choices))} (got {v!r})")
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            if v != v or (p.lo is not None and v < p.lo) or (p.hi is not None and v > p.hi):
-                rng = f"{p.lo if p.lo is not None else '-inf'}..{p.hi if p.hi is not None else 'inf'}"
-                raise UserError(f"{method} parameter {p.name} must be in {rng} (got {v})")
+        values = v if (p.per_axis and isinstance(v, (tuple, list))) else (v,)
+        if p.per_axis and isinstance(v, (tuple, list)) and not 1 <= len(v) <= 3:
+            raise UserError(f"{method} parameter {p.name} takes one value or one per spatial axis (got {v})")
+        for x in values:
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                if x != x or (p.lo is not None and x < p.lo) or (p.hi is not None and x > p.hi):
+                    rng = f"{p.lo if p.lo is not None else '-inf'}..{p.hi if p.hi is not None else 'inf'}"
+                    raise UserError(f"{method} parameter {p.name} must be in {rng} (got {v})")
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,7 @@ class ExplainerSpec:
         if unknown:
             raise UserError(f"{self.title} has no parameter {', '.join(sorted(unknown))} (it has: "
                             f"{', '.join(sorted(known))})")
+        values = {k: (v[0] if len(v) == 1 else tuple(v)) if isinstance(v, list) else v for k, v in values.items()}
         return self.config(**values)
 
     def uses(self, need: str) -> bool:

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 class PdCRConfig:
     """PdCR parameters; defaults are the paper's (S = 3, tau = 0.02 Dice points, N = 50, 8x8 blocks)."""
 
-    patch: int = param(8, lo=1, hi=256, tip="block size in pixels (paper: 8)", label="Patch")
+    patch: int | tuple[int, ...] = param(8, lo=1, hi=256, per_axis=True, label="Patch",
+                                         tip="block size in pixels (paper: 8); 3-D: one size, or one per axis "
+                                             "(e.g. 4 8 8 for thick slices)")
     screen: int = param(3, lo=1, hi=100, tip="screening draws S (paper: 3)", label="S (screen)")
     tau: float = param(0.02, lo=0.0, hi=100.0, step=0.001, tip="threshold τ in Dice points (paper: 0.02)",
                        label="τ (Dice pts)")
@@ -230,7 +232,7 @@ def far_field(grid: BlockGrid, roi: np.ndarray, values: np.ndarray, distance: fl
 
     v = np.abs(np.asarray(values, dtype=np.float64))
     dist = ndimage.distance_transform_edt(~np.asarray(roi, bool))
-    centres = np.minimum(grid.corners + (grid.block - 1) // 2, np.array(grid.shape) - 1)
+    centres = grid.centres()
     far = dist[tuple(centres.T)] > distance if len(v) else np.zeros(0, bool)
     total = v.sum()
     return {"far_distance": float(distance), "n_far_blocks": int(far.sum()),

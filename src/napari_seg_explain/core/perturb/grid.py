@@ -1,42 +1,60 @@
 """N-D block grids: which blocks touch a RoI, where blocks start, block indices, painting block values.
 
-A grid of ``block``-sized cubes covers an image of spatial shape ``S`` (2-D or 3-D); edge blocks that stick
+A grid of blocks covers an image of spatial shape ``S`` (2-D or 3-D); a block is ``block`` pixels along
+every axis, or ``block[i]`` along axis ``i`` (anisotropic voxels: ``(4, 8, 8)``). Edge blocks that stick
 out are padded, so every block is whole in padded coordinates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
+Block = int | Sequence[int]
 
-def blocks_touching(mask: np.ndarray, block: int) -> np.ndarray:
+
+def block_sizes(block: Block, ndim: int) -> tuple[int, ...]:
+    """``block`` as one size per axis (an int is the same size along every axis)."""
+    sizes = (int(block),) * ndim if np.isscalar(block) else tuple(int(b) for b in block)
+    if len(sizes) == 1:
+        sizes = sizes * ndim
+    if len(sizes) != ndim or min(sizes) < 1:
+        raise UserError(f"the block size {block} does not fit a {ndim}-D image: give one size, or {ndim} sizes >= 1")
+    return sizes
+
+
+def blocks_touching(mask: np.ndarray, block: Block) -> np.ndarray:
     """Grid-shaped bool array: which blocks of a ``block``-sized grid contain a pixel of ``mask`` (any N-D)."""
     mask = np.asarray(mask, bool)
-    grid = tuple(-(-s // block) for s in mask.shape)
-    padded = np.zeros(tuple(g * block for g in grid), dtype=bool)
+    sizes = block_sizes(block, mask.ndim)
+    grid = tuple(-(-s // b) for s, b in zip(mask.shape, sizes))
+    padded = np.zeros(tuple(g * b for g, b in zip(grid, sizes)), dtype=bool)
     padded[tuple(slice(0, s) for s in mask.shape)] = mask
-    split = [d for g in grid for d in (g, block)]
+    split = [d for g, b in zip(grid, sizes) for d in (g, b)]
     return padded.reshape(split).any(axis=tuple(range(1, 2 * len(grid), 2)))
 
 
-def block_index(corners: "torch.Tensor", block: int) -> tuple["torch.Tensor", ...]:
-    """Per spatial axis, the index tensor ``(n, block, ..., block)`` of the blocks starting at ``corners`` ``(n, D)``.
+def block_index(corners: "torch.Tensor", block: Block) -> tuple["torch.Tensor", ...]:
+    """Per spatial axis, the index tensor ``(n, b0, ..., bD)`` of the blocks starting at ``corners`` ``(n, D)``.
 
-    ``x[(rows,) + (slice(None),) + block_index(c, b)]`` on ``(N, C, *S)`` gives ``(n, b, ..., b, C)``.
+    ``x[(rows,) + (slice(None),) + block_index(c, b)]`` on ``(N, C, *S)`` gives ``(n, b0, ..., bD, C)``.
     """
     import torch
 
     n, d = corners.shape
-    ar = torch.arange(block, device=corners.device)
+    sizes = block_sizes(block, d)
     out = []
-    for axis in range(d):
+    for axis, b in enumerate(sizes):
         shape = [1] * (d + 1)
-        shape[1 + axis] = block
+        shape[1 + axis] = b
+        ar = torch.arange(b, device=corners.device)
         out.append(corners[:, axis].reshape([n] + [1] * d) + ar.reshape(shape))
     return tuple(out)
 
@@ -44,15 +62,16 @@ def block_index(corners: "torch.Tensor", block: int) -> tuple["torch.Tensor", ..
 class BlockGrid:
     """The blocks of an image of spatial shape ``shape`` that do not touch ``exclude`` (e.g. the RoI)."""
 
-    def __init__(self, shape: tuple[int, ...], block: int, exclude: np.ndarray | None = None) -> None:
+    def __init__(self, shape: tuple[int, ...], block: Block, exclude: np.ndarray | None = None) -> None:
         self.shape = tuple(int(s) for s in shape)
-        self.block = int(block)
-        self.grid_shape = tuple(-(-s // block) for s in self.shape)
-        self.padded_shape = tuple(g * block for g in self.grid_shape)
-        self.touching = (blocks_touching(exclude, block) if exclude is not None
+        self.sizes = block_sizes(block, len(self.shape))
+        self.block = self.sizes[0] if len(set(self.sizes)) == 1 else self.sizes
+        self.grid_shape = tuple(-(-s // b) for s, b in zip(self.shape, self.sizes))
+        self.padded_shape = tuple(g * b for g, b in zip(self.grid_shape, self.sizes))
+        self.touching = (blocks_touching(exclude, self.sizes) if exclude is not None
                          else np.zeros(self.grid_shape, bool))
         self.coords = np.argwhere(~self.touching)  # (nb, D) grid coordinates, raster order
-        self.corners = self.coords * self.block  # (nb, D) first pixel of each block
+        self.corners = self.coords * np.array(self.sizes)  # (nb, D) first pixel of each block
 
     @property
     def n_blocks(self) -> int:
@@ -61,7 +80,11 @@ class BlockGrid:
     @property
     def partial_edges(self) -> bool:
         """True when the shape is not a multiple of the block (edge blocks are narrower)."""
-        return any(s % self.block for s in self.shape)
+        return any(s % b for s, b in zip(self.shape, self.sizes))
+
+    def centres(self) -> np.ndarray:
+        """``(nb, D)`` centre pixel of each block (clipped to the image)."""
+        return np.minimum(self.corners + (np.array(self.sizes) - 1) // 2, np.array(self.shape) - 1)
 
     def pad(self, x: "torch.Tensor") -> "torch.Tensor":
         """Zero-pad ``(B, C, *shape)`` to ``(B, C, *padded_shape)``."""
@@ -78,6 +101,6 @@ class BlockGrid:
         """Block values ``(nb,)`` -> float32 map of ``shape`` (NaN on excluded blocks), vectorised."""
         grid = np.full(self.grid_shape, np.nan, np.float32)
         grid[tuple(self.coords.T)] = values
-        for axis in range(grid.ndim):
-            grid = np.repeat(grid, self.block, axis=axis)
+        for axis, b in enumerate(self.sizes):
+            grid = np.repeat(grid, b, axis=axis)
         return np.ascontiguousarray(grid[tuple(slice(0, s) for s in self.shape)])

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import IncompatibleInputError, UserError
-from .grid import block_index
+from .grid import Block, block_index, block_sizes
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +64,7 @@ class TilePool:
         return TilePool(model.normalize(self.images, like=image), self.sizes, self.source, self.avoid_self_overlap,
                         self.n_constant)
 
-    def draw(self, n: int, block: int, generator: "torch.Generator",
+    def draw(self, n: int, block: Block, generator: "torch.Generator",
              avoid: "torch.Tensor | None" = None) -> "torch.Tensor":
         """Draw ``n`` crops: ``(n, 1 + D)`` long tensor of (pool image, first index per axis), on the CPU.
 
@@ -74,41 +74,47 @@ class TilePool:
         import torch
 
         sizes = self.sizes.cpu()
+        block_t = torch.tensor(block_sizes(block, self.spatial_ndim))
         idx = torch.randint(0, self.n_images, (n,), generator=generator)
-        pos = self._positions(idx, sizes, block, generator)
+        pos = self._positions(idx, sizes, block_t, generator)
         if self.avoid_self_overlap and avoid is not None:
             for _ in range(100):
-                bad = ((pos - avoid).abs() < block).all(dim=1)
+                bad = ((pos - avoid).abs() < block_t).all(dim=1)
                 if not bad.any():
                     break
-                pos[bad] = self._positions(idx[bad], sizes, block, generator)
+                pos[bad] = self._positions(idx[bad], sizes, block_t, generator)
         return torch.cat([idx[:, None], pos], dim=1)
 
     @staticmethod
-    def _positions(idx: "torch.Tensor", sizes: "torch.Tensor", block: int, gen: "torch.Generator") -> "torch.Tensor":
+    def _positions(idx: "torch.Tensor", sizes: "torch.Tensor", block: "torch.Tensor",
+                   gen: "torch.Generator") -> "torch.Tensor":
         import torch
 
         span = (sizes[idx] - block + 1).to(torch.float64)
         u = torch.rand((len(idx), sizes.shape[1]), generator=gen, dtype=torch.float64)
         return (u * span).floor().long()
 
-    def crops(self, draws: "torch.Tensor", block: int) -> "torch.Tensor":
-        """Gather crops for ``draws`` ``(n, 1 + D)`` -> ``(n, block, ..., block, C)`` on the pool's device."""
+    def crops(self, draws: "torch.Tensor", block: Block) -> "torch.Tensor":
+        """Gather crops for ``draws`` ``(n, 1 + D)`` -> ``(n, b0, ..., bD, C)`` on the pool's device."""
         d = draws.to(self.images.device)
         which = d[:, 0].reshape([-1] + [1] * (d.shape[1] - 1))
         return self.images[(which, slice(None)) + block_index(d[:, 1:], block)]
 
 
-def _stack(model: "SegmentationModel", arrays: Sequence[np.ndarray], source: str, block: int,
+def _stack(model: "SegmentationModel", arrays: Sequence[np.ndarray], source: str, block: Block,
            self_pool: bool = False) -> TilePool:
     """Pack raw ``(C, *S)`` arrays into a pool; only images smaller than a block are left out."""
     import torch
 
     arrays = [np.asarray(a) for a in arrays]
-    small = [a for a in arrays if min(a.shape[1:]) < block]
-    keep = [a for a in arrays if min(a.shape[1:]) >= block]
+
+    def fits(a: np.ndarray) -> bool:
+        return all(s >= b for s, b in zip(a.shape[1:], block_sizes(block, a.ndim - 1)))
+
+    small = [a for a in arrays if not fits(a)]
+    keep = [a for a in arrays if fits(a)]
     if not keep:
-        raise UserError(f"the perturbation pool ({source}) holds no image of at least {block} pixels per side "
+        raise UserError(f"the perturbation pool ({source}) holds no image of at least {block} pixels per axis "
                         f"({len(small)} smaller ones were refused)")
     c, nd = keep[0].shape[0], keep[0].ndim - 1
     for a in keep:
@@ -134,14 +140,14 @@ def _channels_first(a: np.ndarray, spatial_dims: int) -> np.ndarray:
     return a[None] if a.ndim == spatial_dims else a
 
 
-def pool_from_arrays(model: "SegmentationModel", arrays: Sequence[np.ndarray], block: int = 8,
+def pool_from_arrays(model: "SegmentationModel", arrays: Sequence[np.ndarray], block: Block = 8,
                      source: str = "arrays") -> TilePool:
     """Pool from in-memory images, each ``(C, *S)`` (or ``S`` alone for one channel)."""
     nd = model.card.spatial_dims
     return _stack(model, [_channels_first(a, nd) for a in arrays], source, block)
 
 
-def pool_from_volume(model: "SegmentationModel", image: "Image", slice_index: int, block: int = 8,
+def pool_from_volume(model: "SegmentationModel", image: "Image", slice_index: int, block: Block = 8,
                      exclude: int = 5) -> TilePool:
     """Other axial slices of the same volume (for a 2-D model), leaving out ``exclude`` neighbours each side."""
     if exclude < 0:
@@ -153,7 +159,7 @@ def pool_from_volume(model: "SegmentationModel", image: "Image", slice_index: in
     return _stack(model, slices, f"other slices of {image.source or 'the volume'} (excluding +-{exclude})", block)
 
 
-def pool_from_image_itself(model: "SegmentationModel", image: np.ndarray, block: int = 8) -> TilePool:
+def pool_from_image_itself(model: "SegmentationModel", image: np.ndarray, block: Block = 8) -> TilePool:
     """Fallback for a lone image: crops of the image itself, outside the block being replaced."""
     warnings.warn("no other images to draw replacement blocks from: using crops of the explained image itself "
                   "(outside each block). Choose a pool of other images for the paper's setting.",
@@ -177,7 +183,7 @@ def _pool_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLike], block: int = 8,
+def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLike], block: Block = 8,
                     exclude_source: str | None = None) -> TilePool:
     """Pool from files and folders (e.g. a folder of pre-cut 8x8 tiles).
 
