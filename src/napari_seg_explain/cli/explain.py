@@ -57,6 +57,9 @@ def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.Ar
                    help="RoI box Y0 X0 Y1 X1 in pixel (row, column) coordinates of the explained 2-D image, end "
                         "exclusive (3-D models: Z0 Y0 X0 Z1 Y1 X1 in voxel order)")
     p.add_argument("--roi-mask", help="image whose non-zero pixels are the RoI (same size as the image)")
+    p.add_argument("--roi-point", nargs="+", type=int, metavar="N",
+                   help="the segmented structure under this point: Y X on the explained slice (3-D models: Z Y X, "
+                        "slice, row, column): the connected component of the model's prediction of --class")
     p.add_argument("--class", dest="target", default="1", help="class index or name (default 1)")
     if spec.uses("label"):
         p.add_argument("--label", help="ground truth image whose non-zero pixels are the class (paper's Dice)")
@@ -83,7 +86,7 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     job = job_from_files(model, image, spec.name, config=config, slice_index=args.slice_index,
                          roi_box=args.roi_box, roi_mask=args.roi_mask, label=getattr(args, "label", None),
                          pool=getattr(args, "pool", None), pool_exclude=getattr(args, "pool_exclude", 5),
-                         target=args.target, image_path=args.image)
+                         target=args.target, image_path=args.image, roi_point=args.roi_point)
     for w in job.warnings:
         print(f"warning: {w}", file=sys.stderr)
     expl = run_with_bar(job.run(model), spec.title, not args.quiet)

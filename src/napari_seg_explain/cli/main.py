@@ -3,7 +3,8 @@
 Forms (a contract for scripts)::
 
     seg-explain segment IMAGE --model MODEL [--slice Z] [--batch-size N|auto] -o MASK
-    seg-explain explain METHOD IMAGE --model MODEL [--roi-box ...] [--roi-mask MASK] [--class L] [--slice Z]
+    seg-explain explain METHOD IMAGE --model MODEL [--roi-box ...] [--roi-mask MASK] [--roi-point ...] [--class L]
+                        [--slice Z]
                         [method inputs: --label LABEL, --pool DIR_OR_FILE ...] [method parameters] -o MAP
     seg-explain pdcr IMAGE --model MODEL --roi-box Y0 X0 Y1 X1 [--roi-mask MASK] [--label LABEL] [--class L]
                      [--slice Z] [--pool DIR_OR_FILE ...] [--patch 8] [--screen 3] [--tau 0.02] [--n 50]

@@ -68,14 +68,39 @@ def resolve_roi(shape: tuple[int, ...], box: Sequence[int] | None, mask_path: st
     if box:
         nd = len(shape)
         if len(box) != 2 * nd:
-            raise UserError(f"--roi-box needs {2 * nd} numbers on a {nd}-D image (starts then stops per axis)")
-        roi = roi_from_box(shape, *box) if nd == 2 else roi_from_bounds(shape, box[:nd], box[nd:])
+            raise UserError(f"--roi-box needs {2 * nd} numbers on a {nd}-D image: "
+                            + ("Y0 X0 Y1 X1" if nd == 2 else "Z0 Y0 X0 Z1 Y1 X1 (slice, row, column; end exclusive)"))
+        if nd == 2:
+            roi = roi_from_box(shape, *box)
+        else:  # slice, row, column as napari shows a volume -> the display array's (row, column, slice)
+            z0, y0, x0, z1, y1, x1 = box
+            roi = roi_from_bounds(shape, (y0, x0, z0), (y1, x1, z1))
     if mask_path:
         mask = roi_from_mask(array_from_file(mask_path, z, shape, "--roi-mask"), shape)
         roi = mask if roi is None else roi_from_mask(mask & roi, shape)
     if roi is None and required:
         raise UserError("give the region to explain with --roi-box Y0 X0 Y1 X1 or --roi-mask MASK")
     return roi
+
+
+def roi_from_point(model: "SegmentationModel", image: "Image", z: int | None, point: Sequence[int],
+                   target: int) -> np.ndarray:
+    """The connected component of the model's class-``target`` prediction under ``point`` (2-D: Y X on the
+    explained slice; 3-D models: Z Y X, slice, row, column as the volume is shown)."""
+    from scipy import ndimage
+
+    labels = model.segment(image, z) if (z is not None or image.spatial_ndim == 2) else model.segment(image)
+    nd = labels.ndim
+    if len(point) != nd:
+        raise UserError(f"--roi-point needs {nd} numbers on a {nd}-D image: " + ("Y X" if nd == 2 else "Z Y X"))
+    idx = tuple(point) if nd == 2 else (point[1], point[2], point[0])
+    if not all(0 <= i < s for i, s in zip(idx, labels.shape)):
+        raise UserError(f"--roi-point {' '.join(map(str, point))} lies outside the image")
+    comp, _ = ndimage.label(labels == target)
+    if comp[idx] == 0:
+        raise UserError(f"the model segments no pixel of class {target} at --roi-point "
+                        f"{' '.join(map(str, point))}: click on the segmented structure")
+    return comp == comp[idx]
 
 
 def resolve_pool(model: "SegmentationModel", image: "Image", z: int | None, block: int,
@@ -87,13 +112,14 @@ def resolve_pool(model: "SegmentationModel", image: "Image", z: int | None, bloc
         return pool_from_paths(model, list(paths), block, exclude_source=image_path)
     if image.spatial_ndim == 3 and z is not None and image.n_slices > 1:
         return pool_from_volume(model, image, z, block, exclude=exclude)
-    return None  # a lone 2-D image (or a one-slice volume): the image itself, with a warning in the result
+    return None  # the image itself (2-D: outside each block; 3-D: the volume), with a warning  # a lone 2-D image (or a one-slice volume): the image itself, with a warning in the result
 
 
 def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, config: Any = None,
                    slice_index: int | None = None, roi_box: Sequence[int] | None = None, roi_mask: str | None = None,
                    label: str | None = None, pool: Sequence[str] | None = None, pool_exclude: int = 5,
-                   target: str | int = 1, image_path: str | None = None, roi_name: str = "RoI 1") -> ExplainJob:
+                   target: str | int = 1, image_path: str | None = None, roi_name: str = "RoI 1",
+                   roi_point: Sequence[int] | None = None) -> ExplainJob:
     """The ExplainJob for ``method`` on ``image`` as the command line describes it."""
     from .explainers import registry
     from .images import spatial_geometry
@@ -102,8 +128,11 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     z = explained_slice(image, model, slice_index)
     arr = explained_array(image, z)
     shape = tuple(arr.shape[1:])
-    roi = resolve_roi(shape, roi_box, roi_mask, z, required=spec.uses("roi"))
     cls = model.card.class_index(target)
+    roi = resolve_roi(shape, roi_box, roi_mask, z, required=spec.uses("roi") and not roi_point)
+    if roi_point:
+        picked = roi_from_point(model, image, z, roi_point, cls)
+        roi = picked if roi is None else picked & roi
     lab = array_from_file(label, z, shape, "--label") if (label and spec.uses("label")) else None
     cfg = config if config is not None else spec.config()
     the_pool = (resolve_pool(model, image, z, getattr(cfg, "patch", 8), pool, pool_exclude, image_path)
@@ -111,9 +140,37 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     names = list(model.card.classes)
     geometry = spatial_geometry(image) | {"slice_index": z,
                                           "slice_axis": image.spatial_ndim - 1 if z is not None else None}
+    warnings = input_warnings(model.card, arr, explained_spacing(image, z))
+    volume = {}
+    if model.card.spatial_dims == 3:
+        arr, roi, lab, the_pool, volume = _volume_context(model, image, arr, roi, lab, the_pool, spec.uses("pool"),
+                                                          getattr(cfg, "patch", 8), warnings)
     return ExplainJob(method, arr, roi, cls, config=cfg, label=lab, pool=the_pool, geometry=geometry,
                       roi_name=roi_name, class_name=names[cls] if cls < len(names) else f"class {cls}",
-                      warnings=input_warnings(model.card, arr, explained_spacing(image, z)))
+                      warnings=warnings, **volume)
+
+
+def _volume_context(model: "SegmentationModel", image: "Image", arr: np.ndarray, roi: np.ndarray | None,
+                    lab: np.ndarray | None, pool: Any, uses_pool: bool, block: Any, warnings: list[str]):
+    """A 3-D model explains a context box the size of its patch around the RoI, in its own voxel order."""
+    from .orient import context_box, reorder_for
+    from .perturb.pools import pool_from_arrays
+
+    reorder = reorder_for(image, model.card.orientation)
+    arr = reorder.channels(arr)
+    full = tuple(arr.shape[1:])
+    roi = reorder.model(roi) if roi is not None else None
+    lab = reorder.model(lab) if lab is not None else None
+    if uses_pool and pool is None:
+        pool = pool_from_arrays(model, [arr], block, source="the explained volume itself (fallback)")
+        warnings.append("no other volumes to draw replacement blocks from: crops of the explained volume itself "
+                        "are used (a recorded fallback). Give other volumes as the pool for the paper's setting.")
+    crop = None
+    if roi is not None:
+        crop = context_box(roi, tuple(model.card.input_size or full), full)
+        arr, roi = arr[(slice(None), *crop)], roi[crop]
+        lab = lab[crop] if lab is not None else None
+    return arr, roi, lab, pool, {"crop": crop, "full_shape": full, "reorder": reorder}
 
 
 def explained_spacing(image: "Image", z: int | None) -> tuple[float, ...]:

@@ -20,6 +20,7 @@ from .progress import CancelCheck, Progress, ProgressCallback, drive
 
 if TYPE_CHECKING:
     from .models import SegmentationModel
+    from .orient import Reorder
     from .perturb.pools import TilePool
     from .results import Explanation
 
@@ -55,6 +56,9 @@ class ExplainJob:
     roi_name: str = "RoI 1"
     class_name: str = ""
     warnings: list[str] = field(default_factory=list)  # e.g. input unlike the training data (core.compat)
+    crop: tuple[slice, ...] | None = None  # the context box explained, within full_shape (3-D models)
+    full_shape: tuple[int, ...] | None = None
+    reorder: "Reorder | None" = None  # model voxel order -> display order of the results (3-D models)
 
     def __post_init__(self) -> None:
         from .explainers import registry
@@ -87,10 +91,37 @@ class ExplainJob:
             pool = pool(model, getattr(self.config, "patch", 8))
         expl = yield from self.spec.run_generator(model, self.image, self.roi, self.target, config=self.config,
                                                   pool=pool, label=self.label, geometry=self.geometry)
+        self._to_full(expl)
         expl.warnings = [*self.warnings, *expl.warnings]
         expl.run = {"id": self.run_id(model), "method": self.method, "roi_name": self.roi_name,
                     "class_name": self.class_name or f"class {self.target}", "target": int(self.target)}
         return expl
+
+
+    def _to_full(self, expl: "Explanation") -> None:
+        """Results of a context box in the model's voxel order -> the whole volume in display order."""
+        if self.crop is None and self.reorder is None:
+            return
+
+        def full(arr: np.ndarray | None, fill: float) -> np.ndarray | None:
+            if arr is None:
+                return None
+            a = np.asarray(arr)
+            if self.crop is not None:
+                out = np.full(self.full_shape, fill, dtype=a.dtype)
+                out[self.crop] = a
+                a = out
+            return self.reorder.display(a) if self.reorder is not None else a
+
+        expl.map = full(expl.map, np.nan)
+        expl.roi = full(expl.roi, False)
+        expl.maps = {k: full(v, np.nan if np.asarray(v).dtype.kind == "f" else 0) for k, v in expl.maps.items()}
+        if self.crop is not None:
+            expl.geometry["context_box"] = [[s.start, s.stop] for s in self.crop]
+            expl.geometry["context_box_note"] = ("the model saw this box (model voxel order) around the RoI, not the "
+                                                 "whole scan: one forward pass costs one patch; NaN outside it")
+        if self.reorder is not None:
+            expl.geometry["model_orientation"] = self.reorder.codes
 
 
 def run_jobs_generator(model: "SegmentationModel", jobs: Sequence[ExplainJob]

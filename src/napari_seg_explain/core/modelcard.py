@@ -11,7 +11,8 @@ Schema (every key optional except where a state dict needs ``architecture``)::
     classes: [background, white_matter]
     output_activation: softmax          # softmax | sigmoid | none (outputs are probabilities)
     normalization: {method: minmax}     # none | minmax | zscore | ct_window (center, width)
-    input_size: [128, 128]              # native input size (optional)
+    input_size: [128, 128]              # native input size (3-D: the training patch; optional)
+    orientation: file                   # 3-D models: voxel order fed to the model: file (its own) | RAS | LPS ...
     fit: pad                            # pad (centre pad/crop) | resize (bilinear in, bilinear out)
     expects:                            # the training data, for warnings on inputs unlike it (optional)
       modality: MR                      # MR | CT | ... (CT: Hounsfield units, air at -1000)
@@ -59,6 +60,7 @@ class ModelCard:
     intensity_range: tuple[float, float] | None = None
     spacing: tuple[float, ...] | None = None
     receptive_field: int | None = None
+    orientation: str = "file"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,6 +143,11 @@ def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
         _require(isinstance(spacing, (list, tuple)) and len(spacing) == dims and all(float(v) > 0 for v in spacing),
                  path, f"expects.spacing must list {dims} positive spacings (mm)")
         spacing = tuple(float(v) for v in spacing)
+    orient = str(raw.get("orientation", "file"))
+    orient = "file" if orient.lower() == "file" else orient.upper()
+    _require(orient == "file" or (len(orient) == dims and set(orient) <= set("RLAPSI")
+                                  and len({c.replace("L", "R").replace("P", "A").replace("I", "S") for c in orient})
+                                  == dims), path, f"orientation must be 'file' or {dims} axis codes such as RAS")
     rf = raw.get("receptive_field")
     _require(rf is None or int(rf) > 0, path, "receptive_field must be a positive number of pixels")
     in_ch = raw.get("in_channels")
@@ -165,6 +172,7 @@ def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
         intensity_range=rng,
         spacing=spacing,
         receptive_field=int(rf) if rf is not None else None,
+        orientation=orient,
     )
 
 

@@ -196,12 +196,39 @@ class SegmentationModel:
             x = x[None]
         self.check_channels(x.shape[1])
         amp = self.device.type == "cuda" if amp is None else amp
-        engine = Engine(self, batch_size, amp=amp)
-        with self.eval_mode():
-            probs = yield from engine.run(len(x), lambda a, b: self.normalize(x[a:b]), lambda p: p, stage=stage,
-                                          shape=tuple(x.shape[1:]))
+        if self.needs_sliding_window(tuple(x.shape[2:])):
+            probs = yield from self._sliding_window(x, amp, stage)
+        else:
+            engine = Engine(self, batch_size, amp=amp)
+            with self.eval_mode():
+                probs = yield from engine.run(len(x), lambda a, b: self.normalize(x[a:b]), lambda p: p, stage=stage,
+                                              shape=tuple(x.shape[1:]))
         probs = probs.numpy()
         return probs[0] if single else probs
+
+    def needs_sliding_window(self, spatial: tuple[int, ...]) -> bool:
+        """A 3-D model with a patch size (card ``input_size``) runs over a larger volume window by window."""
+        size = self.card.input_size
+        return self.card.spatial_dims == 3 and bool(size) and tuple(spatial) != tuple(size)
+
+    def _sliding_window(self, x: "torch.Tensor", amp: bool, stage: str) -> Generator["Progress", None, "torch.Tensor"]:
+        """MONAI's sliding-window inference (overlap 0.5, Gaussian weighting, as nnU-Net and MONAI bundles do) over
+        each volume of ``x`` ``(B, C, *S)``; windows of the card's patch size, padded at the borders."""
+        import torch
+        from monai.inferers import sliding_window_inference
+
+        from ..progress import Progress
+
+        out = []
+        size = tuple(int(s) for s in self.card.input_size)
+        with self.eval_mode():
+            for i in range(len(x)):
+                with torch.inference_mode():
+                    xn = self.normalize(x[i:i + 1])
+                    out.append(sliding_window_inference(xn, size, 1, lambda w: self.forward_normalized(w, amp=amp),
+                                                        overlap=0.5, mode="gaussian").float().cpu())
+                yield Progress(i + 1, len(x), stage)
+        return torch.cat(out)
 
     def predict(self, images: "np.ndarray | torch.Tensor", *, batch_size: int = 0, amp: bool | None = None,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -248,7 +275,11 @@ class SegmentationModel:
 
         self.check_channels(image.n_channels)
         if self.card.spatial_dims == 3 and image.spatial_ndim == 3:
-            return labels_from_probs(self.predict(image.data.astype(np.float32), batch_size=1))
+            from ..orient import reorder_for  # the model's voxel order in, the display order out
+
+            order = reorder_for(image, self.card.orientation)
+            probs = self.predict(order.channels(image.data).astype(np.float32), batch_size=1)
+            return order.display(labels_from_probs(probs))
         if image.spatial_ndim == 2 or slice_index is not None:
             return labels_from_probs(self.predict(image.slice2d(slice_index), batch_size=batch_size))
         vol = np.moveaxis(image.data.astype(np.float32), -1, 0)  # (K slices, C, I, J)

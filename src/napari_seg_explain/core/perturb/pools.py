@@ -197,7 +197,11 @@ def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLik
         if exclude_source and Path(f).resolve() == Path(exclude_source).resolve():
             continue
         img = read_image(f)
-        if img.spatial_ndim == 2 or model.card.spatial_dims == 3:
+        if model.card.spatial_dims == 3 and img.spatial_ndim == 3:
+            from ..orient import reorder_for
+
+            arrays.append(reorder_for(img, model.card.orientation).channels(img.data))  # as the model sees it
+        elif img.spatial_ndim == 2 or model.card.spatial_dims == 3:
             arrays.append(img.data if img.spatial_ndim == model.card.spatial_dims else img.slice2d())
         else:
             arrays += [img.slice2d(z) for z in range(img.n_slices)]
