@@ -112,3 +112,26 @@ def test_misure_3d_keeps_object_and_cue_and_drops_the_rest():
     assert (sal[OBJ] > 0).all() and (sal[CUE] > 0).all()
     assert (sal[SUPP] == 0).all(), "the suppressor has no weight here: dropped"
     assert expl.stats["dice_explained"] > 0.9 and expl.stats["dilations"] >= 1
+
+
+def test_hierarchical_and_exact_screening_find_the_same_cue_and_suppressor():
+    from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr
+    from napari_seg_explain.core.perturb.pools import pool_from_arrays
+    from napari_seg_explain.core.rois import roi_from_bounds
+
+    vol, label = scene()
+    model = SegmentationModel(Cue3DModel(), ModelCard(name="cue3d", spatial_dims=3), device="cpu")
+    pool = pool_from_arrays(model, [np.zeros((1, 16, 16, 16), np.float32)])
+    roi = roi_from_bounds((N, N, N), (8, 8, 8), (16, 16, 12))
+    maps, passes = {}, {}
+    for mode in ("exact", "hierarchical"):
+        expl = explain_pdcr(model, vol[None], roi, 1, pool=pool, label=label,
+                            config=PdCRConfig(patch=4, n=3, screen=2, screening=mode))
+        maps[mode], passes[mode] = expl.map, expl.stats["forward_passes"]
+        assert expl.stats["screening"] == mode
+        assert (expl.map[CUE] < 0).all() and (expl.map[SUPP] > 0).all()
+        rest = expl.map.copy()
+        rest[CUE] = rest[SUPP] = 0
+        assert np.nansum(np.abs(rest)) == 0
+    assert passes["hierarchical"] < passes["exact"] / 2, passes
+    np.testing.assert_array_equal(np.sign(np.nan_to_num(maps["exact"])), np.sign(np.nan_to_num(maps["hierarchical"])))

@@ -53,6 +53,9 @@ class PdCRConfig:
     batch_size: int = param(0, lo=0, hi=65536, tip="perturbed images per forward pass; 0 = automatic (the fastest "
                             "measured on the first batches)", label="Batch size")
     amp: bool = param(False, tip="mixed precision on CUDA (opt-in speed mode; exact mode: off)", label="AMP")
+    screening: str = param("auto", choices=("auto", "exact", "hierarchical"), label="Screening",
+                           tip="exact: every block screened (the paper); hierarchical: blocks of twice the size "
+                               "screened first, blocks only inside the relevant ones; auto: hierarchical for 3-D")
     far_distance: float = param(0.0, lo=0.0, hi=1e6, step=1.0, label="Far field (px)",
                                 tip="blocks farther than this from the RoI count as far field in the statistics; "
                                     "0 = half the model card's receptive field, else 32 px")
@@ -116,44 +119,67 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
         bound = pool.bind(model, raw)
         grid = BlockGrid(shape, b, roi)
         nb = grid.n_blocks
-        corners = torch.as_tensor(grid.corners, dtype=torch.long)
-        x0p = grid.pad(x0)
+        coarse = _coarse_grid(cfg, grid, roi, bound)
+        pad_grid = coarse if coarse is not None else grid
+        x0p = pad_grid.pad(x0)
         gen = torch.Generator().manual_seed(cfg.seed)
+        in_shape = tuple(x0.shape[1:])
 
-        def builder(ids: "torch.Tensor", draws: "torch.Tensor"):
+        def builder(g: BlockGrid, ids: "torch.Tensor", draws: "torch.Tensor"):
+            corners = torch.as_tensor(g.corners, dtype=torch.long)
+
             def build(start: int, stop: int) -> "torch.Tensor":
                 c = corners[ids[start:stop]].to(dev)
                 xb = x0p.expand(len(c), *x0p.shape[1:]).clone()
                 rows = torch.arange(len(c), device=dev).reshape([-1] + [1] * c.shape[1])
-                xb[(rows, slice(None)) + block_index(c, b)] = bound.crops(draws[start:stop], b)
+                xb[(rows, slice(None)) + block_index(c, g.sizes)] = bound.crops(draws[start:stop], g.sizes)
                 return grid.crop(xb)
             return build
+
+        def draws_for(g: BlockGrid, ids: "torch.Tensor") -> "torch.Tensor":
+            return bound.draw(len(ids), g.sizes, gen, avoid=torch.as_tensor(g.corners, dtype=torch.long)[ids])
 
         def delta(p: "torch.Tensor") -> "torch.Tensor":
             return score(p)[:, 0] - m0
 
         # the map so far: 0 for blocks found irrelevant, NaN for blocks not (yet) estimated
         ate = torch.full((nb,), float("nan"), dtype=torch.float32)
+        done = 1
+
+        # stage 0 (hierarchical): screen blocks of twice the size; blocks inside irrelevant ones are irrelevant
+        cand = torch.arange(nb)
+        if coarse is not None:
+            ids0 = torch.arange(coarse.n_blocks).repeat_interleave(cfg.screen)
+            d0 = yield from engine.run(len(ids0), builder(coarse, ids0, draws_for(coarse, ids0)), delta,
+                                       stage="screening coarse blocks", done0=done,
+                                       total=1 + len(ids0) + nb * (cfg.screen + cfg.n), shape=in_shape)
+            done += len(ids0)
+            relevant = np.zeros(coarse.grid_shape, bool)
+            passed0 = (d0.reshape(-1, cfg.screen).abs() >= cfg.tau).any(dim=1).numpy()
+            relevant[tuple(coarse.coords[passed0].T)] = True
+            relevant |= coarse.touching  # not screened as a whole: their blocks are screened one by one
+            keep = relevant[tuple((grid.coords // 2).T)]
+            ate[torch.as_tensor(~keep)] = 0.0
+            cand = torch.as_tensor(np.flatnonzero(keep))
 
         # stage 1: screening with S draws per block
-        ids1 = torch.arange(nb).repeat_interleave(cfg.screen)
-        draws1 = bound.draw(len(ids1), b, gen, avoid=corners[ids1])
-        total = nb * cfg.screen
+        ids1 = cand.repeat_interleave(cfg.screen)
+        total = done - 1 + len(ids1)
 
         def screened(n_done: int, d: "torch.Tensor") -> np.ndarray:
             k = n_done // cfg.screen
             passed = (d[: k * cfg.screen].reshape(k, cfg.screen).abs() >= cfg.tau).any(dim=1)
-            ate[:k] = torch.where(passed, float("nan"), 0.0)
+            ate[cand[:k]] = torch.where(passed, float("nan"), 0.0)
             return grid.paint(ate.numpy())
 
-        d1 = yield from engine.run(len(ids1), builder(ids1, draws1), delta, stage="screening", done0=1,
-                                   total=1 + total, shape=tuple(x0.shape[1:]), partial=screened)
-        active = (d1.reshape(nb, cfg.screen).abs() >= cfg.tau).any(dim=1).nonzero()[:, 0]
+        d1 = yield from engine.run(len(ids1), builder(grid, ids1, draws_for(grid, ids1)), delta, stage="screening",
+                                   done0=done, total=1 + total + len(cand) * cfg.n, shape=in_shape,
+                                   partial=screened)
+        active = cand[(d1.reshape(len(cand), cfg.screen).abs() >= cfg.tau).any(dim=1)]
 
         # stage 2: N fresh draws for each block that passed screening
-        total = nb * cfg.screen + len(active) * cfg.n
+        total += len(active) * cfg.n
         ids2 = active.repeat_interleave(cfg.n)
-        draws2 = bound.draw(len(ids2), b, gen, avoid=corners[ids2])
 
         def finish(n_done: int, d: "torch.Tensor") -> np.ndarray:
             """Set the ATE of blocks whose N draws are all done; return the map so far (NaN: still to come)."""
@@ -163,15 +189,16 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
             return grid.paint(ate.numpy())
 
         if len(ids2):
-            yield from engine.run(len(ids2), builder(ids2, draws2), delta, stage="estimating",
-                                  done0=1 + nb * cfg.screen, total=1 + total, shape=tuple(x0.shape[1:]),
-                                  partial=finish)
+            yield from engine.run(len(ids2), builder(grid, ids2, draws_for(grid, ids2)), delta, stage="estimating",
+                                  done0=1 + total - len(ids2), total=1 + total, shape=in_shape, partial=finish)
         else:
             ate[:] = torch.where(torch.isnan(ate), torch.zeros_like(ate), ate)
             yield Progress(1 + total, 1 + total, "estimating", partial=grid.paint(ate.numpy()))
 
     ate_np = ate.numpy()
     stats = {"M0": m0, "metric": score.metric, "n_blocks": nb, "n_blocks_screened_in": int(len(active)),
+             "screening": "hierarchical" if coarse is not None else "exact",
+             "n_blocks_screened": int(len(cand)),
              "min_ate": float(ate_np.min()) if nb else 0.0, "max_ate": float(ate_np.max()) if nb else 0.0,
              **effect_shares(ate_np), "histogram": _histogram(ate_np, cfg.tau),
              **far_field(grid, roi, ate_np, _far_distance(cfg, model)),
@@ -187,6 +214,10 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
     if n_classes > 2:
         devs.append(f"Multi-class model ({n_classes} classes): the target class probability is binarised at "
                     f"{cfg.threshold} (the authors' sigmoid models), which can differ from the argmax segmentation.")
+    if coarse is not None:
+        devs.append(f"Hierarchical screening: blocks of {coarse.block} were screened first ({cfg.screen} draws each) "
+                    f"and only the {len(cand)} of {nb} blocks inside the relevant ones (or touching the RoI's) were "
+                    "screened themselves; the others are irrelevant (0) without their own draws.")
     if cfg.amp:
         devs.append("Mixed precision (AMP) on CUDA: an opt-in speed mode, not the model's own precision.")
     params = asdict(cfg) | {"target_class": int(target), "pool": pool.describe(), "metric": score.metric}
@@ -211,6 +242,20 @@ def _histogram(values: np.ndarray, tau: float) -> dict[str, int]:
         counts, _ = np.histogram(part, bins=edges)
         out |= {f"{lo:g}..{hi:g}": int(c) for lo, hi, c in zip(edges[:-1], edges[1:], counts)}
     return out
+
+
+def _coarse_grid(cfg: PdCRConfig, grid: BlockGrid, roi: np.ndarray, pool: "TilePool") -> BlockGrid | None:
+    """The grid of blocks twice the size for hierarchical screening, or None (exact mode, 2-D auto, a pool whose
+    images are smaller than a coarse block)."""
+    mode = cfg.screening if cfg.screening != "auto" else ("hierarchical" if len(grid.shape) == 3 else "exact")
+    if mode == "exact":
+        return None
+    import torch
+
+    sizes = tuple(2 * b for b in grid.sizes)
+    if bool((pool.sizes < torch.tensor(sizes)).any()):
+        return None
+    return BlockGrid(grid.shape, sizes, roi)
 
 
 def _far_distance(cfg: PdCRConfig, model: "SegmentationModel") -> float:
