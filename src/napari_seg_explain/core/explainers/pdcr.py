@@ -27,6 +27,7 @@ from ..progress import Progress, drive
 from ..score import METRIC_OWN, RoIScore
 from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
 from .common import check_image, check_mask, provenance
+from .pdcr_stats import far_distance, far_field, histogram
 from .registry import register
 
 if TYPE_CHECKING:
@@ -200,8 +201,8 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
              "screening": "hierarchical" if coarse is not None else "exact",
              "n_blocks_screened": int(len(cand)),
              "min_ate": float(ate_np.min()) if nb else 0.0, "max_ate": float(ate_np.max()) if nb else 0.0,
-             **effect_shares(ate_np), "histogram": _histogram(ate_np, cfg.tau),
-             **far_field(grid, roi, ate_np, _far_distance(cfg, model)),
+             **effect_shares(ate_np), "histogram": histogram(ate_np, cfg.tau),
+             **far_field(grid, roi, ate_np, far_distance(cfg.far_distance, model.card.receptive_field)),
              "forward_passes": model.forward_passes - passes0}
     devs = list(DEVIATIONS_ALWAYS)
     if grid.partial_edges:
@@ -232,18 +233,6 @@ def explain_pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray,
     return drive(pdcr(model, image, roi, target, **kwargs), progress, cancel)
 
 
-def _histogram(values: np.ndarray, tau: float) -> dict[str, int]:
-    """Blocks per ATE range with the authors' bin edges (-3, -1, -0.3, -tau | tau, 0.3, 1, 3); zeros apart."""
-    v = np.asarray(values, dtype=float)
-    neg = [e for e in (-np.inf, -3.0, -1.0, -0.3) if e < -tau] + [-tau]
-    pos = [tau] + [e for e in (0.3, 1.0, 3.0) if e > tau] + [np.inf]
-    out = {"0 (irrelevant)": int((v == 0).sum())}
-    for edges, part in ((neg, v[v < 0]), (pos, v[v > 0])):
-        counts, _ = np.histogram(part, bins=edges)
-        out |= {f"{lo:g}..{hi:g}": int(c) for lo, hi, c in zip(edges[:-1], edges[1:], counts)}
-    return out
-
-
 def _coarse_grid(cfg: PdCRConfig, grid: BlockGrid, roi: np.ndarray, pool: "TilePool") -> BlockGrid | None:
     """The grid of blocks twice the size for hierarchical screening, or None (exact mode, 2-D auto, a pool whose
     images are smaller than a coarse block)."""
@@ -256,34 +245,6 @@ def _coarse_grid(cfg: PdCRConfig, grid: BlockGrid, roi: np.ndarray, pool: "TileP
     if bool((pool.sizes < torch.tensor(sizes)).any()):
         return None
     return BlockGrid(grid.shape, sizes, roi)
-
-
-def _far_distance(cfg: PdCRConfig, model: "SegmentationModel") -> float:
-    if cfg.far_distance > 0:
-        return float(cfg.far_distance)
-    rf = model.card.receptive_field
-    return rf / 2 if rf else DEFAULT_FAR
-
-
-DEFAULT_FAR = 32.0  # pixels (4 blocks of 8) when the card gives no receptive field
-
-
-def far_field(grid: BlockGrid, roi: np.ndarray, values: np.ndarray, distance: float) -> dict[str, float]:
-    """How much of the effect lies far from the RoI: blocks whose centre is more than ``distance`` pixels from
-    the nearest RoI pixel. ``far_share``: % of the total |ATE| in far blocks; ``far_mean_abs_ate``: their mean
-    |ATE|; ``far_nonzero_share``: % of far blocks with a non-zero ATE. A model with instance or group
-    normalisation couples every pixel to the RoI, so far blocks have effects too."""
-    from scipy import ndimage
-
-    v = np.abs(np.asarray(values, dtype=np.float64))
-    dist = ndimage.distance_transform_edt(~np.asarray(roi, bool))
-    centres = grid.centres()
-    far = dist[tuple(centres.T)] > distance if len(v) else np.zeros(0, bool)
-    total = v.sum()
-    return {"far_distance": float(distance), "n_far_blocks": int(far.sum()),
-            "far_share": float(100 * v[far].sum() / total) if total > 0 else 0.0,
-            "far_mean_abs_ate": float(v[far].mean()) if far.any() else 0.0,
-            "far_nonzero_share": float(100 * (v[far] > 0).mean()) if far.any() else 0.0}
 
 
 def estimate(config: PdCRConfig, roi: np.ndarray) -> int:
