@@ -158,7 +158,8 @@ def misure(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None
         # stage 2: optimise a sparse, smooth mask inside the sufficient region
         sr_t = torch.as_tensor(sr, device=dev, dtype=torch.float32)
         init = torch.as_tensor(np.where(y0, 1.0, np.where(sr, 0.5, 0.0)), device=dev, dtype=torch.float32)
-        size = tuple(min(cfg.param_size, s) if nd == 3 else cfg.param_size for s in shape)
+        # 2-D: the paper's 224x224 parameter; 3-D: a coarse grid (half the context box, at most param_size)
+        size = tuple(max(4, min(cfg.param_size, -(-s // 2))) if nd == 3 else cfg.param_size for s in shape)
         param_t = F.interpolate(init[None, None], size=size, mode=mode, align_corners=False)
         param_t = param_t.clone().requires_grad_(True)
         opt = torch.optim.AdamW([param_t], lr=cfg.lr)
