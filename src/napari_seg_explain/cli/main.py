@@ -10,8 +10,8 @@ Forms (a contract for scripts)::
                      [--slice Z] [--pool DIR_OR_FILE ...] [--patch 8] [--screen 3] [--tau 0.02] [--n 50]
                      [--seed 0] [--device auto] -o MAP
     seg-explain misure IMAGE --model MODEL [--class L] [--slice Z] [--seed 0] [--device auto] -o MAP
-    seg-explain demo [-o DIR]
-    seg-explain napari
+    seg-explain demo [-o DIR] [--3d]
+    seg-explain napari [--3d]
 
 ``explain METHOD`` exists for every registered explainer, with flags built from its spec; ``pdcr`` and
 ``misure`` (and any other registered method) are short forms of ``explain METHOD``. A progress bar goes to
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", default="seg-explain-demo", help="output folder")
     demo.add_argument("--n", type=int, default=50, help="PdCR draws N (paper: 50)")
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--3d", dest="three_d", action="store_true",
+                      help="the 3-D sample model on the 3 mm sample volume (3-D PdCR and MiSuRe)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -111,9 +113,10 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from .demo import run_demo
+    from .demo import run_demo, run_demo_3d
 
-    return run_demo(Path(args.output), n=args.n, device=args.device, progress=not args.quiet)
+    run = run_demo_3d if args.three_d else run_demo
+    return run(Path(args.output), n=args.n, device=args.device, progress=not args.quiet)
 
 
 def cmd_napari(args: argparse.Namespace) -> dict[str, Any]:

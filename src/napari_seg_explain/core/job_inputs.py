@@ -143,14 +143,14 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     warnings = input_warnings(model.card, arr, explained_spacing(image, z))
     volume = {}
     if model.card.spatial_dims == 3:
-        arr, roi, lab, the_pool, volume = _volume_context(model, image, arr, roi, lab, the_pool, spec.uses("pool"),
+        arr, roi, lab, the_pool, volume = volume_context(model, image, arr, roi, lab, the_pool, spec.uses("pool"),
                                                           getattr(cfg, "patch", 8), warnings)
     return ExplainJob(method, arr, roi, cls, config=cfg, label=lab, pool=the_pool, geometry=geometry,
                       roi_name=roi_name, class_name=names[cls] if cls < len(names) else f"class {cls}",
                       warnings=warnings, **volume)
 
 
-def _volume_context(model: "SegmentationModel", image: "Image", arr: np.ndarray, roi: np.ndarray | None,
+def volume_context(model: "SegmentationModel", image: "Image", arr: np.ndarray, roi: np.ndarray | None,
                     lab: np.ndarray | None, pool: Any, uses_pool: bool, block: Any, warnings: list[str]):
     """A 3-D model explains a context box the size of its patch around the RoI, in its own voxel order."""
     from .orient import context_box, reorder_for

@@ -15,6 +15,9 @@ from .errors import UserError
 SAMPLE_VOLUME = "mni152_t1.nii.gz"
 SAMPLE_LABEL = "mni152_wm_label.nii.gz"
 SAMPLE_CARD = "model/mni152_wm_unet.yaml"
+SAMPLE_VOLUME_3D = "mni152_t1_3mm.nii.gz"  # the 3-D sample model's scan (3 mm isotropic)
+SAMPLE_LABEL_3D = "mni152_wm_label_3mm.nii.gz"
+SAMPLE_CARD_3D = "model/mni152_wm_unet3d.yaml"
 
 
 def sample_dir() -> Path:
@@ -41,14 +44,22 @@ def pick_slice(card_training: dict | None, n_slices: int) -> int:
     return int(held[len(held) // 2]) if held else n_slices // 2
 
 
-def pick_box(mask: np.ndarray, size: int = 32, step: int = 8) -> tuple[int, int, int, int]:
-    """Block-aligned ``size`` box holding the most segmented pixels (ties: first in raster order)."""
+def pick_bounds(mask: np.ndarray, size: int = 32, step: int = 8) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Grid-aligned box of ``size`` per axis holding the most segmented pixels (ties: first in raster order):
+    ``(starts, stops)``, any number of axes."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    h, w = mask.shape
-    if h < size or w < size:
-        raise UserError(f"the slice ({h}x{w}) is smaller than a {size}x{size} RoI")
-    sums = sliding_window_view(mask.astype(np.int32), (size, size)).sum(axis=(2, 3))[::step, ::step]
-    iy, ix = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    y0, x0 = int(iy) * step, int(ix) * step
-    return y0, x0, y0 + size, x0 + size
+    if min(mask.shape) < size:
+        raise UserError(f"the image ({'x'.join(map(str, mask.shape))}) is smaller than a {size}-pixel RoI")
+    window = (size,) * mask.ndim
+    sums = sliding_window_view(mask.astype(np.int32), window).sum(axis=tuple(range(mask.ndim, 2 * mask.ndim)))
+    sums = sums[(slice(None, None, step),) * mask.ndim]
+    idx = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    starts = tuple(int(i) * step for i in idx)
+    return starts, tuple(a + size for a in starts)
+
+
+def pick_box(mask: np.ndarray, size: int = 32, step: int = 8) -> tuple[int, int, int, int]:
+    """Block-aligned ``size`` box of a 2-D mask holding the most segmented pixels: ``(y0, x0, y1, x1)``."""
+    (y0, x0), (y1, x1) = pick_bounds(mask, size, step)
+    return y0, x0, y1, x1
