@@ -29,7 +29,8 @@ The layer contract
   ``file_affine`` (the file's own affine, file voxel order), ``file_orientation`` (its axis codes),
   ``to_file`` (the nibabel orientation transform from Image order back to the file's voxel order, as
   ``[axis, flip]`` pairs, or None when the Image is in file order), ``oblique``, ``convention``,
-  ``slice_plane``, ``source``, ``format``, ``channel``. :func:`image_from_metadata` rebuilds an ``Image``
+  ``slice_plane``, ``source``, ``format``, ``channel``, and for NIfTI files ``sform_code`` / ``qform_code`` (the
+  header's codes: outputs written over the file keep them). :func:`image_from_metadata` rebuilds an ``Image``
   from it, and ``core.images.write_map(path, arr, like=that_image)`` writes an Image-order ``arr`` back in
   the file's voxel order with the file's affine.
 
@@ -292,7 +293,30 @@ def seg_explain_metadata(image: Any, channel: str | None = None) -> dict[str, An
         "convention": convention_text(aff, order, fmt),
         "slice_plane": slice_plane(aff, order),
         "channel": channel,
-    }
+    } | _nifti_codes(getattr(image, "header", None))
+
+
+def _nifti_codes(header: Any) -> dict[str, int]:
+    """``{"sform_code", "qform_code"}`` of a NIfTI header (empty for other headers)."""
+    if header is None or type(header).__name__ not in ("Nifti1Header", "Nifti2Header"):
+        return {}
+    try:
+        return {key: int(header[key]) for key in ("sform_code", "qform_code")}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
+def _header_with_codes(meta: Mapping[str, Any]) -> Any:
+    """A NIfTI header carrying the metadata's ``sform_code`` / ``qform_code`` (None when it has neither)."""
+    codes = {k: meta.get(k) for k in ("sform_code", "qform_code") if meta.get(k) is not None}
+    if not codes:
+        return None
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    for key, code in codes.items():
+        header[key] = int(code)
+    return header
 
 
 def image_from_metadata(meta: Mapping[str, Any], data: Any | None = None):
@@ -302,7 +326,8 @@ def image_from_metadata(meta: Mapping[str, Any], data: Any | None = None):
     (enough for ``core.images.write_map(path, array, like=...)``). When ``meta`` has a ``to_file``
     transform (a reoriented volume) the Image carries it and ``file_affine``, so ``write_map`` writes
     NIfTI/ITK outputs back in the file's voxel order with the file's affine. Metadata without these keys
-    (older layers, Images read in file order) gives an Image written with ``affine`` as it is.
+    (older layers, Images read in file order) gives an Image written with ``affine`` as it is. The NIfTI
+    ``sform_code`` / ``qform_code`` of the metadata travel in the Image's header, so NIfTI outputs keep them.
     """
     from ..core.images import Image
 
@@ -330,7 +355,7 @@ def image_from_metadata(meta: Mapping[str, Any], data: Any | None = None):
         to_file_arr = file_arr = None
     return Image(arr, tuple(spacing), aff, meta.get("source"),
                  (str(channel),) if channel is not None else (), str(meta.get("format") or ""),
-                 to_file=to_file_arr, file_affine=file_arr)
+                 header=_header_with_codes(meta), to_file=to_file_arr, file_affine=file_arr)
 
 
 def geometry_kwargs(layer: Any) -> dict[str, Any]:
