@@ -53,13 +53,14 @@ def viewer_widget(make_napari_viewer):
 
 @pytest.fixture
 def notes():
-    """Every napari notification shown during the test: list of (severity, message)."""
+    """Every napari notification shown during the test: list of (severity, message), the message on one line
+    (the dock breaks a notification's first line between words, see runner.notice)."""
     from napari.utils.notifications import notification_manager
 
     got: list[tuple[str, str]] = []
 
     def record(n):
-        got.append((str(n.severity), str(n.message)))
+        got.append((str(n.severity), " ".join(str(n.message).split())))
 
     notification_manager.notification_ready.connect(record)
     yield got

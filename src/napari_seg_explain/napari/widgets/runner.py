@@ -7,6 +7,11 @@ layers, and only while their worker is the current one and was not cancelled. Ev
 notification (a :class:`~napari_seg_explain.core.errors.UserError` as its message, anything else with its
 type, and its traceback in the log).
 
+napari shows a notification collapsed to its first line, elided to about 290 pixels, until it is expanded. So
+every notification of the dock goes through :func:`notice`: a first line of at most :data:`FIRST_LINE` characters,
+broken after a clause (``:`` ``;`` ``,``) or else between words, the rest on the lines after it; the first line
+shows whole and nothing is cut inside a word.
+
 While a segmentation or explanation runs, the objects that existed before it are moved out of the garbage
 collector's view (``gc.freeze``): a napari session holds around a million Python objects, and a full cyclic
 collection, which a long job's allocations trigger at a random moment, would pause every thread for about
@@ -39,6 +44,46 @@ LONG_JOBS = ("segment", "explain")
 JOB_NAMES = {"load": "Loading the model", "segment": "Segmenting", "explain": "Explaining"}
 
 
+#: characters of a notification's first line: napari's collapsed notification shows about 290 px of text
+FIRST_LINE = 40
+_CLAUSE_ENDS = (": ", "; ", ", ")
+
+
+def notice(text: str, width: int = FIRST_LINE) -> str:
+    """``text`` with a first line of at most ``width`` characters that ends between words (after the last clause
+    that fits when there is one, else after the last word that fits); the rest follows on the next lines. A
+    first word longer than ``width`` (a path) stays whole."""
+    text = str(text).strip()
+    first, sep, rest = text.partition("\n")
+    first = " ".join(first.split())
+    if len(first) <= width:
+        return first + sep + rest
+    cut = max((first.rfind(end, 0, width) + len(end) - 1 for end in _CLAUSE_ENDS if first.rfind(end, 0, width) > 0),
+              default=-1)
+    if cut < width // 3:  # no clause ends far enough in: between words
+        cut = first.rfind(" ", 0, width + 1)
+        if cut <= 0:
+            cut = first.find(" ", width)
+            if cut < 0:
+                return first + sep + rest
+    head, tail = first[:cut].rstrip(), first[cut:].strip()
+    return head + "\n" + tail + (sep + rest if sep else "")
+
+
+def notify_info(text: str) -> None:
+    """A napari info notification through :func:`notice`."""
+    from napari.utils.notifications import show_info
+
+    show_info(notice(text))
+
+
+def notify_warning(text: str) -> None:
+    """A napari warning notification through :func:`notice`."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(notice(text))
+
+
 def error_text(exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return str(exc)
@@ -46,12 +91,13 @@ def error_text(exc: BaseException) -> str:
 
 
 def notify_error(what: str, exc: BaseException) -> None:
-    """Show ``exc`` as a napari error notification (and log the traceback of an unexpected error)."""
+    """Show ``exc`` as a napari error notification, ``<what>: <message>`` through :func:`notice` (and log the
+    traceback of an unexpected error)."""
     from napari.utils.notifications import show_error
 
     if not isinstance(exc, UserError):
         log.error("%s failed:\n%s", what, "".join(traceback.format_exception(exc)))
-    show_error(f"{what}: {error_text(exc)}")
+    show_error(notice(f"{what}: {error_text(exc)}"))
 
 
 _CLOSING_WORKER: Any = None

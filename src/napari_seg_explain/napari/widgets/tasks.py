@@ -18,7 +18,7 @@ import numpy as np
 from ...core.errors import UserError
 from .. import layers as L
 from . import inputs, jobs
-from .runner import error_text, notify_error
+from .runner import error_text, notify_error, notify_info, notify_warning
 from .sections import fill_combo
 from .streaming import StreamTarget
 
@@ -74,15 +74,13 @@ class Tasks:
         self.dock.progress_label.setText(f"failed: {error_text(exc)}")
 
     def on_model_loaded(self, info: jobs.LoadedModel) -> None:
-        from napari.utils.notifications import show_info
-
         self.controller.loaded = info
         self.dock.model_section.show_model(info)
         names = info.class_names
         fill_combo(self.dock.target, names, names[1] if len(names) > 1 else None)
         if len(names) > 1:
             self.dock.target.setCurrentIndex(1)
-        show_info(f"Model {info.model.name!r} loaded on {info.model.device}")
+        notify_info(f"Model {info.model.name!r} loaded on {info.model.device}")
         self.dock.schedule_estimate()
 
     def device_changed(self, device: str) -> None:
@@ -201,17 +199,15 @@ class Tasks:
         self.runner.queue_steps([*steps, lambda: self._announce(plan, ev.expl)])
 
     def _announce(self, plan: "PlannedRun", expl: "Explanation") -> None:
-        from napari.utils.notifications import show_info, show_warning
-
         d = self.dock
         d.results_view.show_run(plan.run_id)
         d.progress.setValue(d.progress.maximum())
         d.progress_label.setText(f"{plan.spec.title} done in {expl.provenance.get('wall_time_s', 0):.1f} s, "
                                  f"{expl.provenance.get('forward_passes', 0):,} forward passes ({plan.label})")
         for w in expl.warnings:
-            show_warning(w)
+            notify_warning(w)
         if plan.spec.summary is not None:
-            show_info(plan.spec.summary(expl))
+            notify_info(plan.spec.summary(expl))
 
     def _on_error(self, exc: BaseException) -> None:
         self.streamer.discard(keep=False)
