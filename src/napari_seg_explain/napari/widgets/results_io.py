@@ -12,6 +12,11 @@ Folder layout::
 Maps are NIfTI with the source file's geometry (a slice map embedded in a volume at its slice) when the
 image layer's ``metadata['seg_explain']`` gives the file's affine and spatial shape (reader contract:
 layer ``(slices, rows, cols)`` = file ``(rows, cols, slices)``); otherwise ``.npy`` in layer order.
+
+Saving into a folder that already holds results leaves it consistent: the files the previous ``results.json``
+listed that this save does not write again are removed (after the new index is in place); files no
+``results.json`` listed are never touched. Asking before writing into a non-empty folder is the caller's job
+(:func:`folder_entries`).
 """
 
 from __future__ import annotations
@@ -88,12 +93,36 @@ def segmentation_entry(layer: "Layer") -> tuple[np.ndarray, dict[str, Any], Slic
     return np.asarray(layer.data), {"name": layer.name, "metadata": layer.metadata}, geom
 
 
+def folder_entries(folder: str | Path) -> list[str]:
+    """The names in ``folder`` (empty when it does not exist yet): a non-empty folder asks before a save."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def listed_files(folder: str | Path) -> set[str]:
+    """The file names an existing ``results.json`` in ``folder`` lists (its runs' and segmentations' files),
+    plain names inside the folder only; empty when there is no readable index of ours."""
+    try:
+        index = json.loads((Path(folder) / INDEX).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        return set()
+    names: set[str] = set()
+    for entry in [*index.get("runs", []), *index.get("explanations", []), *index.get("segmentations", [])]:
+        if isinstance(entry, dict):
+            files = entry.get("files") if isinstance(entry.get("files"), list) else []
+            names.update(str(f) for f in [entry.get("file"), *files] if f)
+    return {n for n in names if n == Path(n).name and n not in ("", ".", "..", INDEX)}
+
+
 def save_results(folder: str | Path, runs: list["RunRecord"],
                  segmentations: list[tuple[np.ndarray, dict[str, Any], SliceGeometry]] = ()) -> Path:
     """Write every run (map, extra maps, RoI, sidecar) and segmentation, plus ``results.json``.
 
     ``runs``: records with ``run_id``, ``method``, ``label``, ``expl``, ``geom`` and ``layer_names()``;
-    ``segmentations``: ``(layer data, {name, metadata}, geometry)``. Returns the index path.
+    ``segmentations``: ``(layer data, {name, metadata}, geometry)``. Returns the index path. The files a
+    previous ``results.json`` of the folder listed and this save does not write are removed.
     """
     from ...core.images import write_map
     from ...core.results import _jsonable, now_iso
@@ -102,6 +131,8 @@ def save_results(folder: str | Path, runs: list["RunRecord"],
     if not runs and not segmentations:
         raise UserError("there are no results to save yet: explain a RoI (or segment) first")
     folder.mkdir(parents=True, exist_ok=True)
+    previous = listed_files(folder)
+    written: set[str] = set()
     index: dict[str, Any] = {"format": FORMAT, "version": VERSION, "created": now_iso(), "runs": [],
                              "segmentations": []}
     for rec in runs:
@@ -109,6 +140,7 @@ def save_results(folder: str | Path, runs: list["RunRecord"],
         like = like_image(geom)
         fname = f"{_safe(rec.run_id)}_{expl.method}_map{'.nii.gz' if like is not None else '.npy'}"
         files = expl.save(folder / fname, like=like, slice_index=geom.slice_index if like is not None else None)
+        written.update(f.name for f in files)
         index["runs"].append({"run_id": rec.run_id, "method": expl.method, "label": rec.label, "run": expl.run,
                               "file": fname, "files": [f.name for f in files], "layers": rec.layer_names(),
                               "geometry": geom.to_dict(), "stats": expl.stats})
@@ -121,12 +153,17 @@ def save_results(folder: str | Path, runs: list["RunRecord"],
             write_map(folder / fname, np.moveaxis(arr, 0, -1) if geom.is_volume else arr, like)
         else:
             np.save(folder / fname, arr)
+        written.add(fname)
         index["segmentations"].append({"name": name, "file": fname, "geometry": geom.to_dict(),
                                        "metadata": meta.get("metadata", {})})
     path = folder / INDEX
     tmp = folder / f".{INDEX}.tmp"
     tmp.write_text(json.dumps(_jsonable(index), indent=2))
     tmp.replace(path)
+    for name in sorted(previous - written):  # listed by the previous index, not written now: stale
+        stale = folder / name
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
     return path
 
 
