@@ -4,7 +4,8 @@
   blue = positive (it works against it), transparent at exactly 0 (irrelevant) and at NaN (not evaluated),
   with symmetric contrast limits ``(-L, L)``, ``L = max |value|`` (the colour conventions of docs/napari_plugin.md).
 * ``"saliency"``: a map in [0, 1] (e.g. MiSuRe), inferno, transparent at 0.
-* ``"mask"``: a Labels layer, cyan, see-through.
+* ``"mask"``: a Labels layer drawn as a cyan outline (napari's Labels ``contour``, :data:`MASK_CONTOUR` pixels
+  thick), so that the scan under a large region stays readable; ``contour = 0`` in the layer controls fills it.
 * ``"outline"``: the RoI as a Shapes outline (lime edge, no face); see :mod:`napari_seg_explain.napari.layers`.
 """
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 ROI_COLOR = "lime"
 MASK_COLORMAP = {0: "transparent", 1: "cyan", None: "transparent"}
+MASK_CONTOUR = 1  # outline thickness (data pixels) of a "mask" layer; 0 would fill the region
+MASK_OPACITY = 0.9  # an outline is thin: nearly opaque
 
 # colour stops at fractions of the contrast range (-L .. +L). The centre band is fully transparent (its
 # half-width is small enough that any |value| above 0.2 % of L is coloured); weak effects are pale and

@@ -21,6 +21,8 @@ import numpy as np
 from .colormaps import (  # noqa: F401 - re-exported: the layer module is where callers look for them
     DIVERGING_COLORS,
     MASK_COLORMAP,
+    MASK_CONTOUR,
+    MASK_OPACITY,
     ROI_COLOR,
     diverging_colormap,
     image_style,
@@ -174,7 +176,7 @@ def result_layer_data(rl: "ResultLayer", arr: np.ndarray, geom: SliceGeometry, n
         return data, kwargs | {"metadata": metadata}, kind
     if rl.style == "mask":
         return (geom.place(np.asarray(arr) != 0, 0, np.uint8),
-                {"name": name, "opacity": 0.35, "blending": "translucent", "colormap": MASK_COLORMAP,
+                {"name": name, "opacity": MASK_OPACITY, "blending": "translucent", "colormap": MASK_COLORMAP,
                  "metadata": metadata} | geom.layer_kwargs(), "labels")
     plane = np.asarray(arr, dtype=np.float32)
     fill = np.nan if rl.style == "diverging" else 0.0
@@ -223,6 +225,17 @@ def segmentation_layer_data(labels: np.ndarray, geom: SliceGeometry, name: str,
 
 
 # ------------------------------------------------------------------------------ viewer updating
+def unwrap(layer: Any) -> Any:
+    """The layer itself: a widget docked from napari's Plugins menu gets a viewer proxy whose layers are new
+    proxy objects at every access, so layers are compared with :func:`same_layer`, never with ``is``."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are the same layer (each either the layer or a napari proxy of it)."""
+    return unwrap(a) is unwrap(b)
+
+
 def layer_kind(layer: Any) -> str:
     """``"image"``, ``"labels"``, ``"shapes"`` or ``"other"`` (public API, no private layer attributes)."""
     from napari.layers import Image, Labels, Shapes
@@ -231,6 +244,13 @@ def layer_kind(layer: Any) -> str:
         if isinstance(layer, cls):
             return kind
     return "other"
+
+
+def apply_style_after_create(layer: "Layer") -> None:
+    """Display settings napari's layer constructors do not take: a ``"mask"`` result is drawn as an outline
+    (Labels ``contour``; napari draws contours in 2-D views)."""
+    if seg_meta(layer).get("style") == "mask" and hasattr(layer, "contour"):
+        layer.contour = MASK_CONTOUR
 
 
 def show_colorbar(layer: "Layer") -> bool:
@@ -260,6 +280,7 @@ def update_layer(layer: "Layer", layer_data: LayerDataTuple) -> bool:
         for key in _STYLE_KEYS:
             if key in kwargs:
                 setattr(layer, key, kwargs[key])
+        apply_style_after_create(layer)
         layer.refresh()
     elif layer_type == "shapes":
         set_transform(layer, kwargs)
@@ -284,6 +305,7 @@ def insert_layer(viewer: "napari.Viewer", layer_data: LayerDataTuple, index: int
 
     active = viewer.layers.selection.active
     layer = Layer.create(*layer_data)
+    apply_style_after_create(layer)
     if colorbar:
         show_colorbar(layer)
     if index is None:

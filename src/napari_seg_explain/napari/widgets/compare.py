@@ -5,7 +5,9 @@ with no visible layer. A comparison therefore moves, to the bottom of the layer 
 run's layers, then a second view of the image (a layer sharing the image's data, no copy) and the second
 run's layers, with a stride of one image plus the longer run; every other layer is hidden. The run with more
 layers goes first, so each viewbox starts with its image. :meth:`Comparison.end` removes the second view and
-restores the layer order, visibility and grid settings. No Qt here.
+restores the layer order, visibility and grid settings. Layers are compared with
+:func:`~napari_seg_explain.napari.layers.same_layer` (the viewer of a widget docked from the Plugins menu is a
+proxy that wraps each layer anew). No Qt here.
 """
 
 from __future__ import annotations
@@ -41,13 +43,13 @@ class Comparison:
     def start(self) -> None:
         viewer = self.viewer
         self.order = list(viewer.layers)
-        self.visible = {id(lay): (lay, bool(lay.visible)) for lay in self.order}
+        self.visible = {id(L.unwrap(lay)): (lay, bool(lay.visible)) for lay in self.order}
         grid = viewer_grid(viewer)
         self.grid = {"enabled": grid.enabled, "stride": grid.stride, "shape": tuple(grid.shape)}
         first, second = (self.store.live_layers(r) for r in self.runs)
         self.second_view = self._second_view()
         wanted = [self.image, *first, self.second_view, *second]
-        rest = [lay for lay in viewer.layers if all(lay is not w for w in wanted)]
+        rest = [lay for lay in viewer.layers if not any(L.same_layer(lay, w) for w in wanted)]
         for lay in rest:
             lay.visible = False
         for lay in wanted:
@@ -64,6 +66,7 @@ class Comparison:
 
         img = self.image
         kwargs = {"name": img.name + COMPARE_SUFFIX, "rgb": getattr(img, "rgb", False),
+                  "units": img.units, "axis_labels": img.axis_labels,
                   "colormap": img.colormap, "contrast_limits": tuple(img.contrast_limits),
                   "gamma": img.gamma, "blending": img.blending, "opacity": img.opacity,
                   "metadata": {"seg_explain": {"result": "compare"}}} | L.layer_transform(img)
@@ -88,7 +91,7 @@ class Comparison:
         grid.stride = self.grid["stride"]
         grid.shape = self.grid["shape"]
         present = [lay for lay in self.order if lay in viewer.layers]
-        newer = [lay for lay in viewer.layers if all(lay is not p for p in present)]
+        newer = [lay for lay in viewer.layers if not any(L.same_layer(lay, p) for p in present)]
         _reorder(viewer, present + newer)
         for lay, was_visible in self.visible.values():
             if lay in viewer.layers:

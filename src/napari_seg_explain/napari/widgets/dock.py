@@ -276,9 +276,10 @@ class SegExplainWidget(QWidget):
         return text
 
     # ------------------------------------------------------------------ runs and results (see results_view.py)
-    def save_results(self, folder: str | Path | None = None) -> Path | None:
-        """Write every run, RoI, segmentation and results.json into ``folder`` (asks for it when not given)."""
-        return self.results_view.save(folder)
+    def save_results(self, folder: str | Path | None = None, overwrite: bool = False) -> Path | None:
+        """Write every run, RoI, segmentation and results.json into ``folder`` (asks for it, and before writing
+        into a non-empty folder, when not given; a non-empty ``folder`` needs ``overwrite=True``)."""
+        return self.results_view.save(folder, overwrite)
 
     def open_results(self, folder: str | Path | None = None) -> list["Layer"]:
         """Read a results folder back into the viewer (every run's layers; the runs list, the results panel)."""

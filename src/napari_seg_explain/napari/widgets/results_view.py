@@ -1,24 +1,72 @@
 """The runs list and the results panel at work: show or hide a run's layers, show a run's numbers, compare two
-runs side by side, delete runs, the canvas colour bars, Save results… and Open results…."""
+runs side by side, delete runs, one colour scale for the runs shown, the canvas colour bars, Save results…
+and Open results…; and a fitted view kept fitted when the canvas changes size.
+
+Display rules (docs/napari_plugin.md, "Runs and results"):
+
+* showing a run (a new result, a rerun, a run opened from a folder) hides the other runs' layers
+  (:meth:`~.run_store.RunStore.put_steps`); they stay in the runs list, unticked;
+* with *same colour scale for the runs shown* (on by default) the signed (``"diverging"``) maps of the runs
+  shown share contrast limits ``(-L, L)``, ``L`` the largest ``|value|`` among them, so that two runs compared
+  side by side, or ticked together, are read on one scale; the legend and the canvas colour bar give ``±L``;
+* *Open results…* brings every run back, shows the last one (its layers only, its numbers) and moves the
+  viewer to its explained slice;
+* *Save results…* into a folder that is not empty asks first (:attr:`ResultsView.confirm_overwrite`); called
+  with a folder (scripts, tests) it refuses a non-empty one unless ``overwrite=True``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ...core.errors import UserError
 from .. import layers as L
 from .compare import Comparison
-from .runner import notify_error
+from .results_io import folder_entries
+from .runner import notify_error, notify_info
 from .sections.runs import RunEntry
 
 if TYPE_CHECKING:
+    import napari
     from napari.layers import Layer
 
     from .run_store import RunRecord
+
+
+class ViewFit:
+    """Keeps the view fitted when the canvas changes size (result layers widen the layer controls, the dock is
+    added, the window is resized), as long as the user has not zoomed or panned since the view was last fitted
+    (napari fits it when the first layer is added and on *Reset view*). A zoomed or panned view is left alone."""
+
+    def __init__(self, viewer: "napari.Viewer") -> None:
+        self.viewer = viewer
+        # made with layers already open (the usual way: image first, then the dock): their view counts as fitted
+        self.fitted: tuple[Any, ...] | None = self._camera() if len(viewer.layers) else None
+        viewer.events.reset_view.connect(self._on_reset)
+        viewer.canvas.events.size.connect(self._on_size)
+
+    def _camera(self) -> tuple[Any, ...]:
+        cam = self.viewer.camera
+        return (np.array(cam.center, float), float(cam.zoom), np.array(cam.angles, float))
+
+    def is_fitted(self) -> bool:
+        if self.fitted is None:
+            return False
+        now = self._camera()
+        return all(np.allclose(a, b, rtol=1e-6, atol=1e-9) for a, b in zip(now, self.fitted))
+
+    def _on_reset(self, *_: Any) -> None:
+        self.fitted = self._camera()
+
+    def _on_size(self, *_: Any) -> None:
+        if len(self.viewer.layers) and self.is_fitted():
+            self.viewer.reset_view()
 
 
 class ResultsView:
@@ -30,14 +78,20 @@ class ResultsView:
         self.store = dock.controller.runs
         self.section = dock.runs_section
         self.comparison: Comparison | None = None
+        self.current: str | None = None  # the run whose numbers the panel shows
+        #: asked before writing into a non-empty folder: ``(folder, names in it) -> write?`` (tests replace it)
+        self.confirm_overwrite: Callable[[Path, list[str]], bool] = self._ask_overwrite
+        self.view_fit = ViewFit(self.viewer)
+        self.section.shared_scale.toggled.connect(lambda *_: self.apply_scale())
 
     def refresh(self, current: str | None = None) -> None:
-        """The runs list as the store has them (with each run's visibility)."""
+        """The runs list as the store has them (with each run's visibility), and the colour scale of the maps."""
         entries = []
         for rec in self.store:
             tip = f"{rec.desc}\nrun id {rec.run_id}\nlayers: {', '.join(rec.layer_names())}"
             entries.append(RunEntry(rec.run_id, rec.display, tip, self.store.is_visible(rec)))
         self.section.set_runs(entries, current)
+        self.apply_scale()
         self.dock.update_state()
 
     def show_run(self, run_id: str) -> None:
@@ -49,14 +103,60 @@ class ResultsView:
     def select(self, run_id: str) -> None:
         rec = self.store.get(run_id)
         if rec is not None:
+            self.current = run_id
             title = f"{rec.label} ({rec.desc})" if rec.desc else rec.label
-            self.section.stats_panel.show_explanation(rec.expl, title)
+            limit, note = self.scale_of(rec)
+            self.section.stats_panel.show_explanation(rec.expl, title, limit, note)
 
     def set_visible(self, run_id: str, on: bool) -> None:
+        """Tick (show) or untick (hide) a run in the runs list; a run ticked on is shown at its slice."""
         rec = self.store.get(run_id)
         if rec is not None:
             self.store.set_visible(rec, on)
+            if on and self.comparison is None:
+                self.go_to_slice(rec)
 
+    # ------------------------------------------------------------------------------ colour scale
+    def shared_limit(self) -> tuple[float | None, int]:
+        """``(L, n)``: the largest ``L`` of the signed maps of the ``n`` runs shown that have one (None, 0 if
+        none)."""
+        limits = [max(rec.own_limits().values()) for rec in self.store
+                  if rec.own_limits() and self.store.is_visible(rec)]
+        return (max(limits), len(limits)) if limits else (None, 0)
+
+    def scale_of(self, rec: "RunRecord") -> tuple[float | None, str]:
+        """The limit ``rec``'s map is drawn with and whose it is (for the legend)."""
+        own = rec.own_limits().get("map")
+        if own is None:
+            return None, ""
+        if not self.section.shared_scale.isChecked():
+            return own, "this run's own scale"
+        common, n = self.shared_limit()
+        if common is not None and n > 1 and self.store.is_visible(rec):
+            return common, f"shared by the {n} runs shown"
+        return own, ""
+
+    def apply_scale(self) -> None:
+        """Contrast limits of every run's signed maps: ``±L`` shared by the runs shown (option on), else each
+        map's own; the legend of the run in the panel follows."""
+        common, _ = self.shared_limit()
+        shared = self.section.shared_scale.isChecked() and common is not None
+        for rec in self.store:
+            shown = self.store.is_visible(rec)
+            for key, own in rec.own_limits().items():
+                lay = rec.layers.get(key)
+                if lay is None or lay not in self.viewer.layers or L.layer_kind(lay) != "image":
+                    continue
+                lim = float(common if shared and shown else own)
+                if not np.allclose(lay.contrast_limits, (-lim, lim)):
+                    lay.contrast_limits = (-lim, lim)
+        rec = self.store.get(self.current) if self.current else None
+        if rec is not None:
+            limit, note = self.scale_of(rec)
+            if limit is not None:
+                self.section.stats_panel.set_scale(limit, note)
+
+    # ---------------------------------------------------------------------------------- compare
     def compare(self, run_ids: list[str]) -> None:
         """The two runs side by side in napari's grid, each over its image; no runs: end the comparison."""
         self.end_compare()
@@ -93,6 +193,7 @@ class ResultsView:
                 self.store.delete(rec)
         if not len(self.store):
             self.section.stats_panel.clear()
+            self.current = None
         self.refresh()
 
     def toggle_colorbar(self, on: bool) -> None:
@@ -109,23 +210,62 @@ class ResultsView:
         fits = self.section.height() + 16 <= scroll.viewport().height()
         scroll.ensureWidgetVisible(self.section if fits else self.section.stats_panel, 0, 8)
 
+    def go_to_slice(self, rec: "RunRecord") -> None:
+        """Move the viewer to the slice ``rec`` explained (a run of a volume)."""
+        z = rec.geom.slice_index
+        layer = rec.layers.get("map") or next(iter(self.store.live_layers(rec)), None)
+        if z is None or layer is None or layer not in self.viewer.layers or layer.ndim < 3:
+            return
+        centre = [float(z), *((s - 1) / 2 for s in rec.geom.shape[1:])]
+        world = np.asarray(layer.data_to_world(centre), float)
+        axis = self.viewer.dims.ndim - layer.ndim
+        if axis >= 0:
+            self.viewer.dims.set_point(axis, float(world[0]))
+
     # ----------------------------------------------------------------------------- save / open
-    def save(self, folder: str | Path | None = None) -> Path | None:
+    def _ask_overwrite(self, folder: Path, entries: list[str]) -> bool:
+        listed = "results.json" in entries
+        shown = ", ".join(entries[:5]) + (f", … ({len(entries)} in all)" if len(entries) > 5 else "")
+        text = (f"{folder} is not empty ({shown}).\n\n"
+                + ("Its results.json is replaced; the files it lists that this save does not write again are "
+                   "removed. Other files are left alone." if listed else
+                   "Files of the same names are replaced; other files are left alone.")
+                + "\n\nSave the results into this folder?")
+        answer = QMessageBox.question(self.dock, "Save results", text,
+                                      QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Save
+
+    def save(self, folder: str | Path | None = None, overwrite: bool = False) -> Path | None:
+        """Write every run into ``folder`` (chosen in a dialog when None). A non-empty folder: the dialog's
+        choice is confirmed (:attr:`confirm_overwrite`); a folder given here needs ``overwrite=True``."""
+        asked = folder is None
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self.dock, "Save results into folder")
             if not folder:
+                return None
+        folder = Path(folder)
+        entries = folder_entries(folder) if folder.is_dir() else []
+        if entries and not overwrite:
+            if not asked:
+                notify_error("Saving results", UserError(
+                    f"{folder} is not empty: choose an empty folder (or pass overwrite=True to replace the "
+                    "results in it)"))
+                return None
+            if not self.confirm_overwrite(folder, entries):
                 return None
         try:
             path = self.dock.controller.save(folder)
         except Exception as exc:  # noqa: BLE001
             notify_error("Saving results", exc)
             return None
-        from napari.utils.notifications import show_info
-
-        show_info(f"Results saved to {Path(folder)} ({len(self.store)} runs)")
+        n = len(self.store)
+        notify_info(f"Results saved: {n} run{'' if n == 1 else 's'}\nin {folder}")
         return path
 
     def open(self, folder: str | Path | None = None) -> list["Layer"]:
+        """Read a results folder back: every run in the runs list, the last one shown (its layers only, its
+        numbers, its slice), the others hidden; colour bars as the checkbox says."""
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self.dock, "Open results folder")
             if not folder:
@@ -137,7 +277,14 @@ class ResultsView:
             notify_error("Opening results", exc)
             return []
         last: RunRecord | None = records[-1] if records else None
+        if last is not None:
+            self.store.show_only(last.run_id)
+            self.go_to_slice(last)
+        self.toggle_colorbar(self.dock.colorbar_on())
         self.refresh(current=last.run_id if last else None)
         if last is not None:
             self.select(last.run_id)
+            QTimer.singleShot(0, self.scroll_into_view)
+        n = len(records)
+        notify_info(f"Results opened: {n} run{'' if n == 1 else 's'}\nfrom {folder}")
         return added

@@ -4,7 +4,9 @@ A run is one :class:`~napari_seg_explain.core.jobs.ExplainJob` result. Its layer
 class (``PdCR map · RoI 1 · white_matter``); a second run of another id with the same RoI and class name (other
 parameters, a moved shape) gets ``#2``, ``#3`` after its label. A rerun with the same id (identical inputs)
 updates that run's layers in place. A run lives as long as one of its layers is in the viewer: deleting every
-layer of a run (in the dock or in napari's layer list) forgets it. No Qt here; napari layers only.
+layer of a run (in the dock or in napari's layer list) forgets it. Showing a run (a new result, a rerun, a run
+opened from a folder) hides every other run's layers, so that results never pile up on the canvas; the other
+runs stay in the runs list, unticked. No Qt here; napari layers only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class RunRecord:
     geom: "SliceGeometry"
     layers: dict[str, "Layer"] = field(default_factory=dict)
     desc: str = ""
+    _limits: dict[str, float] | None = field(default=None, repr=False)
 
     @property
     def display(self) -> str:
@@ -43,6 +46,16 @@ class RunRecord:
 
     def layer_names(self) -> list[str]:
         return [lay.name for lay in self.layers.values()]
+
+    def own_limits(self) -> dict[str, float]:
+        """``L`` of each of its signed (``"diverging"``) layers by key: the largest ``|value|`` of that array,
+        the contrast limits ``(-L, L)`` the layer has on a scale of its own."""
+        if self._limits is None:
+            _, specs = L.result_layers(self.expl.method, self.expl.map)
+            arrays = {"map": self.expl.map, **self.expl.maps}
+            self._limits = {rl.key: L.symmetric_limit(arrays[rl.key]) for rl in specs
+                            if rl.style == "diverging" and arrays.get(rl.key) is not None}
+        return self._limits
 
 
 class RunStore:
@@ -88,7 +101,7 @@ class RunStore:
 
     def run_of(self, layer: "Layer") -> RunRecord | None:
         for rec in self.records.values():
-            if any(lay is layer for lay in rec.layers.values()):
+            if any(L.same_layer(lay, layer) for lay in rec.layers.values()):
                 return rec
         return None
 
@@ -106,13 +119,13 @@ class RunStore:
         """GUI steps that show a finished run: update its layers in place (a rerun, or the layer its map
         streamed into), add the new ones (hidden, shown a turn later, their colorbar a turn after that, so
         creating a layer, its first draw and the colorbar's first draw fall in different event-loop turns);
-        the last step records the run."""
+        the first step hides every other run, the last step records the run."""
         old = self.records.get(run_id)
         rec = RunRecord(run_id, expl.method, title, label, expl, geom,
                         dict(old.layers) if old is not None else {}, desc)
         if stream is not None:
             rec.layers["map"] = stream
-        steps: list[Callable[[], Any]] = []
+        steps: list[Callable[[], Any]] = [lambda: self.hide_others(run_id)]
         keys = [t[1]["metadata"]["seg_explain"]["layer_key"] for t in tuples]
         for i, (key, data) in enumerate(zip(keys, tuples)):
             steps += self._layer_steps(rec, key, data, keys[i + 1:], colorbar_on)
@@ -133,6 +146,8 @@ class RunStore:
                     index = self.viewer.layers.index(layer)
                     self.viewer.layers.remove(layer)
                     rec.layers[key] = L.insert_layer(self.viewer, data, index, colorbar=colorbar_on())
+                elif not layer.visible:  # a rerun of a run that was hidden: shown again
+                    layer.visible = True
             return [update]
         hidden = (data[0], {**data[1], "visible": False}, data[2])
 
@@ -156,11 +171,10 @@ class RunStore:
 
     def add_now(self, run_id: str, title: str, label: str, expl: "Explanation", geom: "SliceGeometry",
                 tuples: list[L.LayerDataTuple], colorbar_on: Callable[[], bool], desc: str = "") -> RunRecord:
-        """Show a run at once (opening a results folder): the same as running :meth:`put_steps`' steps."""
+        """Show a run at once (opening a results folder): the same as running :meth:`put_steps`' steps (the
+        other runs are hidden)."""
         for step in self.put_steps(run_id, title, label, expl, geom, tuples, None, colorbar_on, desc):
             step()
-        for lay in self.records[run_id].layers.values():
-            lay.visible = True
         return self.records[run_id]
 
     # ---------------------------------------------------------------------------- visibility
@@ -171,6 +185,19 @@ class RunStore:
         for lay in self.live_layers(rec):
             if lay.visible != on:
                 lay.visible = on
+
+    def hide_others(self, run_id: str) -> None:
+        """Hide the layers of every run but ``run_id`` (they stay in the store)."""
+        for rec in self:
+            if rec.run_id != run_id:
+                self.set_visible(rec, False)
+
+    def show_only(self, run_id: str) -> None:
+        """Show run ``run_id``'s layers and hide every other run's."""
+        self.hide_others(run_id)
+        rec = self.records.get(run_id)
+        if rec is not None:
+            self.set_visible(rec, True)
 
     def delete(self, rec: RunRecord) -> None:
         """Remove the run's layers from the viewer and forget it."""

@@ -1,9 +1,15 @@
 """The results panel: a run's statistics as its method's spec lists them (``spec.stats``), a colour legend of
-its map's style and, for a signed map with effect shares, share bars; painted with plain Qt."""
+its map's style and, for a signed map with effect shares, share bars; painted with plain Qt.
+
+The legend of a signed map gives its absolute scale: the colours run from ``-L`` to ``+L`` in the map's unit
+(PdCR: Dice points), ``L`` being the limit the map layer is drawn with (its own ``max |value|``, or the one
+shared by the runs shown, see :mod:`.results_view`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import re
 
 import numpy as np
 from qtpy.QtCore import QRectF, QSize, Qt
@@ -32,15 +38,26 @@ class LegendBar(QWidget):
         super().__init__(parent)
         self.style = "diverging"
         self.limit = 1.0
-        self.setMinimumHeight(44)
+        self.unit = ""
+        self.note = ""
+        self.setMinimumHeight(60)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(260, 44)
+        return QSize(260, 60)
 
-    def set_state(self, style: str, limit: float) -> None:
-        self.style, self.limit = style, float(limit)
+    def set_state(self, style: str, limit: float, unit: str = "", note: str = "") -> None:
+        """``style`` ``"diverging"`` (from ``-limit`` to ``+limit``, in ``unit``) or ``"saliency"``; ``note`` says
+        whose scale it is (e.g. "shared by the 2 runs shown")."""
+        self.style, self.limit, self.unit, self.note = style, float(limit), unit, note
         self.update()
+
+    def caption(self) -> str:
+        """The line under the bar: the scale in words."""
+        if self.style != "diverging":
+            return ""
+        scale = f"colour scale ±{self.limit:.2g}" + (f" {self.unit}" if self.unit else "")
+        return scale + (f", {self.note}" if self.note else "")
 
     def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
@@ -84,6 +101,10 @@ class LegendBar(QWidget):
         p.drawText(int(bar.left()), y, labels[0])
         p.drawText(int(bar.center().x() - fm.horizontalAdvance(labels[1]) / 2), y, labels[1])
         p.drawText(int(bar.right() - fm.horizontalAdvance(labels[2])), y, labels[2])
+        caption = self.caption()
+        if caption:
+            p.drawText(int(bar.left()), y + fm.height() + 1,
+                       fm.elidedText(caption, Qt.TextElideMode.ElideRight, int(bar.width())))
         p.end()
 
 
@@ -174,8 +195,15 @@ class StatsPanel(QWidget):
         self.bars.hide()
         self._set_rows([])
 
-    def show_explanation(self, expl: "Explanation", title: str = "") -> None:
-        """The statistics of ``expl`` its spec lists (``spec.stats``), then forward passes, time and device."""
+    def set_scale(self, limit: float, note: str = "") -> None:
+        """The legend's ``L`` (the signed map drawn from ``-L`` to ``+L``) and whose scale it is."""
+        if self.legend.style == "diverging":
+            self.legend.set_state("diverging", limit, self.legend.unit, note)
+
+    def show_explanation(self, expl: "Explanation", title: str = "", limit: float | None = None,
+                         note: str = "") -> None:
+        """The statistics of ``expl`` its spec lists (``spec.stats``), then forward passes, time and device; the
+        legend of its map, a signed one from ``-limit`` to ``+limit`` (default: its own ``max |value|``)."""
         from ...core.errors import UserError
         from ...core.explainers import registry
         from ..layers import result_layers, symmetric_limit
@@ -185,19 +213,25 @@ class StatsPanel(QWidget):
         try:
             spec = registry.get(expl.method)
             stats, head = spec.stats, f"{spec.title}: {spec.description}" if spec.description else spec.title
+            description = spec.description
         except UserError:
-            stats, head = (), name
+            stats, head, description = (), name, ""
         time_s = prov.get("wall_time_s")
         common = [("forward passes", f"{int(prov.get('forward_passes', s.get('forward_passes', 0)) or 0):,}"),
                   ("wall time", f"{time_s:.1f} s" if isinstance(time_s, (int, float)) else "?"),
                   ("device", str((prov.get("model") or {}).get("device", "?")))]
-        style = next((rl.style for rl in layers if rl.key == "map"), "")
+        map_layer = next((rl for rl in layers if rl.key == "map"), None)
+        style = map_layer.style if map_layer is not None else ""
         shares = style == "diverging" and all(k in s for _, k, _ in ShareBars.ROWS)
         in_bars = {k for _, k, _ in ShareBars.ROWS} if shares else set()
         rows = [(st.label, _fmt(st.fmt, s[st.key])) for st in stats if s.get(st.key) is not None
                 and st.key not in in_bars]
         if style in ("diverging", "saliency"):
-            self.legend.set_state(style, symmetric_limit(expl.map) if style == "diverging" else 1.0)
+            if style == "diverging":
+                lim = symmetric_limit(expl.map) if limit is None else float(limit)
+                self.legend.set_state(style, lim, map_unit(map_layer, description), note)
+            else:
+                self.legend.set_state(style, 1.0)
             self.legend.show()
         else:
             self.legend.hide()
@@ -210,6 +244,16 @@ class StatsPanel(QWidget):
     def text(self) -> str:
         """The panel's numbers as plain text (for tests and logs)."""
         return "; ".join(f"{k}: {v.text()}" for k, v in self.values.items())
+
+
+def map_unit(layer: Any, description: str = "") -> str:
+    """The unit of a method's map: the result layer's ``unit`` when its spec declares one, else the last
+    parenthesis of the method's description ("... (Dice points).")."""
+    unit = getattr(layer, "unit", "") or ""
+    if unit:
+        return str(unit)
+    found = re.findall(r"\(([^()]{1,30})\)", description or "")
+    return found[-1] if found else ""
 
 
 def _fmt(fmt: str, value: Any) -> str:

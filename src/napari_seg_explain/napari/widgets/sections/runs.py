@@ -1,5 +1,6 @@
 """Section 4 · Runs and results: the results panel of the chosen run, the list of runs (tick to show or hide a
-run's layers, select two to compare them side by side in napari's grid, delete), Save / Open results."""
+run's layers, select two to compare them side by side in napari's grid, delete), the display options (one
+colour scale for the runs shown, the canvas colour bars), Save / Open results."""
 
 from __future__ import annotations
 
@@ -57,6 +58,12 @@ class RunsSection(Section):
         row.addWidget(self.compare_button, 2)
         row.addWidget(self.delete_button, 1)
         self.form.addRow(row)
+        self.shared_scale = QCheckBox("same colour scale for the runs shown")
+        self.shared_scale.setToolTip("signed maps (PdCR) of the runs shown share contrast limits ±L, L = the largest "
+                                     "|ATE| among them, so that equal colours mean equal effects (e.g. two runs "
+                                     "compared side by side); off: each map is scaled to its own largest |ATE|")
+        self.shared_scale.setChecked(True)
+        self.form.addRow(self.shared_scale)
         self.canvas_colorbar = QCheckBox("colour bar on the maps in the canvas")
         self.canvas_colorbar.setToolTip("napari's colorbar overlay on the result maps (off by default: its first draw "
                                         "pauses the viewer for about 0.1 s on a CPU)")
