@@ -1,17 +1,20 @@
-"""Make ``docs/screenshot_pdcr.png``: a real napari window with a finished PdCR explanation on the sample.
+"""Make ``docs/screenshot_pdcr.png``: a real napari window with two PdCR runs compared side by side on one
+colour scale, on the sample.
 
 What it does, as a user would: opens the sample scan (File > Open Sample), docks the Segmentation
 Explainer (which loads the sample model the scan names), moves to a held-out slice of the sample model
-(the middle of the card's ``training.heldout_slices``), segments it, draws a 32x32 rectangle on white
-matter (the block-aligned box holding the most segmented pixels), chooses the white-matter label as
-ground truth (the paper's setting) and the other slices of the volume as the pool, runs PdCR with the
-paper's parameters (N = 50) and saves the whole window: the map over the scan with its colorbar, the RoI
-outline, and the dock scrolled (by the widget itself, when the run ends) to the Runs and results section.
+(the middle of the card's ``training.heldout_slices``), segments it, draws two 32x32 rectangles on white
+matter, one in each hemisphere (in each half of the slice, the block-aligned box holding the most segmented
+pixels), chooses the white-matter label as ground truth (the paper's setting) and the other slices of the
+volume as the pool, runs PdCR with the paper's parameters (N = 50) on every shape of the RoI layer (two
+runs), selects both runs and presses *Compare side by side*: napari's grid shows each run over the scan,
+with *same colour scale for the runs shown* (on by default) and the canvas colour bars on. The whole window
+is saved, the dock scrolled to the Runs and results section (legend: the shared scale ``±L`` in Dice points).
 
-Run it under a display (no GPU needed)::
+Run it under a display (no GPU needed; 2 to 5 minutes on 2 CPU cores)::
 
-    xvfb-run -a -s "-screen 0 1920x1200x24" python docs/make_screenshot.py
-    xvfb-run -a -s "-screen 0 1920x1200x24" python docs/make_screenshot.py --n 20 -o /tmp/shot.png
+    xvfb-run -a -s "-screen 0 2100x1200x24" python docs/make_screenshot.py
+    xvfb-run -a -s "-screen 0 2100x1200x24" python docs/make_screenshot.py --n 20 -o /tmp/shot.png
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", default=str(HERE / "screenshot_pdcr.png"))
     parser.add_argument("--n", type=int, default=50, help="PdCR draws N (paper: 50)")
     parser.add_argument("--slice", type=int, default=None, help="axial slice (default: middle held-out slice)")
-    parser.add_argument("--size", default="1800x1150", help="window size WxH")
+    parser.add_argument("--size", default="2000x1150", help="window size WxH")
     args = parser.parse_args(argv)
 
     import napari
@@ -50,12 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     from napari.layers import Layer
     from qtpy.QtWidgets import QApplication
 
-    from napari_seg_explain.core.sample import SAMPLE_CARD, sample_path
-    from napari_seg_explain.core.sample import pick_box, pick_slice
+    from napari_seg_explain.core.sample import SAMPLE_CARD, pick_box, pick_slice, sample_path
     from napari_seg_explain.napari.sample_data import sample_label, sample_scan
     from napari_seg_explain.napari.widgets import pools
 
-    viewer = napari.Viewer(title="napari-seg-explain: PdCR on the MNI152 sample", show=True)
+    viewer = napari.Viewer(title="napari-seg-explain: PdCR on the MNI152 sample, two RoIs compared", show=True)
     w, h = (int(v) for v in args.size.split("x"))
     viewer.window.resize(w, h)
     app = QApplication.instance()
@@ -71,35 +73,46 @@ def main(argv: list[str] | None = None) -> int:
     _, widget = viewer.window.add_plugin_dock_widget("napari-seg-explain", "Segmentation Explainer")
     _wait(app, lambda: widget.loaded is not None and not widget.busy, 120, "the sample model to load")
     widget.image_combo.setCurrentText(scan.name)
+    widget.image_section.segment_scope.setCurrentText("current slice")
     widget.segment()
     _wait(app, lambda: not widget.busy, 120, "the segmentation")
     seg_layer = viewer.layers[f"{widget.model.name} segmentation"]
-    y0, x0, y1, x1 = pick_box(np.asarray(seg_layer.data[z]) == 1)
     seg_layer.visible = False
-    corners = np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float) - [0, 0.5, 0.5]
-    viewer.add_shapes([corners], shape_type="rectangle", name="RoI", edge_color="lime", face_color="transparent",
+    wm = np.asarray(seg_layer.data[z]) == 1
+    half = (wm.shape[1] // 2) // 8 * 8  # block-aligned: each box lies in one half of the slice
+    boxes = []
+    for x_off, part in ((0, wm[:, :half]), (half, wm[:, half:])):  # screen left, then screen right
+        y0, x0, y1, x1 = pick_box(part)
+        boxes.append((y0, x0 + x_off, y1, x1 + x_off))
+    rects = [np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float) - [0, 0.5, 0.5]
+             for y0, x0, y1, x1 in boxes]
+    viewer.add_shapes(rects, shape_type="rectangle", name="RoI", edge_color="lime", face_color="transparent",
                       edge_width=1.0, scale=scan.scale, translate=scan.translate, units=scan.units,
                       axis_labels=scan.axis_labels)
     widget.roi_combo.setCurrentText("RoI")
+    widget.every_shape.setChecked(True)  # one run per shape: RoI 1, RoI 2
     widget.gt_combo.setCurrentText(viewer.layers[0].name)
     widget.pool_combo.setCurrentIndex(pools.POOL_CHOICES.index(pools.POOL_VOLUME))
     widget.set_method("pdcr")
     widget.param("n").setValue(args.n)
-    print(f"slice {z}, RoI rows {y0}:{y1}, cols {x0}:{x1}; {widget.update_estimate()}", file=sys.stderr)
+    print(f"slice {z}, RoIs (rows, cols) {boxes}; {widget.update_estimate()}", file=sys.stderr)
 
     t0 = time.perf_counter()
-    widget.canvas_colorbar.setChecked(True)  # show the colour scale in the canvas too
     if widget.run() is None:
         raise SystemExit("PdCR did not start (see the notification above)")
-    _wait(app, lambda: not widget.busy, 900, "PdCR")
-    run = widget.latest("pdcr")
-    expl = run.expl
-    s = expl.stats
-    print(f"PdCR N={args.n}: {time.perf_counter() - t0:.1f} s, {expl.provenance['forward_passes']} forward passes, "
-          f"M0 {s['M0']:.1f}, red {s['negative_share']:.1f}% blue {s['positive_share']:.1f}% "
-          f"none {s['irrelevant_share']:.1f}%", file=sys.stderr)
+    _wait(app, lambda: not widget.busy, 1800, "PdCR")
+    runs = list(widget.runs)
+    for run in runs:
+        s = run.expl.stats
+        print(f"{run.label}: {run.expl.provenance['forward_passes']} forward passes, M0 {s['M0']:.1f}, "
+              f"red {s['negative_share']:.1f}% blue {s['positive_share']:.1f}% none {s['irrelevant_share']:.1f}%, "
+              f"max |ATE| {max(run.own_limits().values()):.2f}", file=sys.stderr)
+    print(f"PdCR N={args.n}, two runs: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-    viewer.layers.selection.active = run.layers["map"]  # its colormap shows in the layer controls
+    widget.runs_section.select([run.run_id for run in runs])  # both runs, side by side, one colour scale
+    widget.runs_section.compare_button.click()
+    widget.canvas_colorbar.setChecked(True)  # the shared scale in the canvas too
+    viewer.layers.selection.active = runs[-1].layers["map"]  # its colormap shows in the layer controls
     viewer.reset_view()
     for _ in range(300):  # let the window settle (notifications fade after a few seconds, the canvas redraws)
         app.processEvents()
@@ -113,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
+    limits = {run.label: tuple(round(float(v), 3) for v in run.layers["map"].contrast_limits) for run in runs}
+    print(f"contrast limits {limits}; legend: {widget.stats_panel.legend.caption()}", file=sys.stderr)
     out = Path(args.output)
     viewer.screenshot(path=str(out), canvas_only=False, flash=False)
     print(f"wrote {out}", file=sys.stderr)
