@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ...core.errors import UserError
 from .. import layers as L
 from . import inputs, jobs, pools
@@ -61,6 +63,18 @@ class PlannedRun:
     @property
     def spec(self) -> "ExplainerSpec":
         return self.job.spec
+
+
+@dataclass
+class Estimate:
+    """The cost line: its text, about how many seconds the upper bound of forward passes takes (NaN: unknown),
+    the explained slices (volumes) and whether a Run would start (``ok``)."""
+
+    text: str
+    seconds: float = float("nan")
+    passes: int = 0
+    slices: list[int | None] = field(default_factory=list)
+    ok: bool = False
 
 
 class Controller:
@@ -147,15 +161,46 @@ class Controller:
             planned.append(PlannedRun(job, L.SliceGeometry.from_layer(image, zz), run_id, run_label, desc, pool))
         return planned
 
-    def estimate_text(self, c: Choices) -> str:
-        """The cost shown before Run: the spec's upper bound of forward passes and the time it takes here."""
+    def explained_slices(self, c: Choices) -> list[int]:
+        """The slices of a volume a Run would explain (a shape drawn on a slice explains that slice, other RoIs
+        the slice shown), without rasterising any RoI; ``[]`` for a 2-D image or when the inputs are not ready."""
+        image = self.layer(c.image)
+        if image is None or not inputs.is_volume(image):
+            return []
+        try:
+            z = inputs.current_slice(self.viewer, image)
+            roi = self.layer(c.roi)
+            if roi is None or L.layer_kind(roi) != "shapes" or not len(roi.data):
+                return [int(z)]
+            indices = range(len(roi.data)) if c.every_shape else [None]
+            return [int(inputs.shape_slice(self.viewer, roi, image, z, i)) for i in indices]
+        except Exception:  # noqa: BLE001 - the slice line must never break the widget
+            return []
+
+    def check_inputs(self, spec: "ExplainerSpec", c: Choices, image: "Layer", slices: list[int | None]) -> None:
+        """What :meth:`plan` would refuse, checked before Run without building any job: the ground truth and the
+        pool of every explained slice (UserError naming the control to change)."""
+        for zz in dict.fromkeys(slices):
+            if c.ground_truth and spec.uses("label"):
+                gt = self.layer(c.ground_truth)
+                if gt is None:
+                    raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+                inputs.label_plane(gt, image, zz, c.target)
+            if spec.uses("pool"):
+                pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)
+
+    def estimate(self, c: Choices) -> Estimate:
+        """The cost shown before Run: which slice it explains when that is not the one shown, the spec's upper
+        bound of forward passes and about how long they take at the speed measured at load; or what would stop
+        the Run."""
         from ...core.explainers import registry
 
         if self.loaded is None:
-            return "Cost: load a model to see an estimate."
+            return Estimate("Cost: load a model to see an estimate.")
         image = self.layer(c.image)
         if image is None:
-            return "Cost: choose an image."
+            return Estimate("Cost: choose an image.")
+        where = ""
         try:
             inputs.check_image_layer(image)
             z = inputs.current_slice(self.viewer, image)
@@ -163,18 +208,32 @@ class Controller:
             plane_shape = L.SliceGeometry.plane_shape_of(image)
             cfg = self.config(spec, c.values)
             rois = self.rois(spec, c, image, z)
+            slices = [roi.slice_index if roi is not None and roi.slice_index is not None else z for roi, _ in rois]
+            if inputs.is_volume(image) and any(zz != z for zz in slices):
+                where = f"Run {inputs.explained_text([int(zz) for zz in slices], z)}. "
+            self.check_inputs(spec, c, image, slices)
             if spec.estimate is None:
-                return f"Cost: {spec.title} gives no estimate."
+                return Estimate(f"{where}Cost: {spec.title} gives no estimate.", slices=slices, ok=True)
             passes = sum(int(spec.estimate(cfg, roi.mask if roi is not None else plane_shape)) for roi, _ in rois)
             spi = jobs.image_seconds(self.loaded, plane_shape)
             runs = f"{len(rois)} runs, " if len(rois) > 1 else ""
-            return (f"Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'}: up to "
-                    f"{jobs.format_seconds(passes * spi)} on {self.loaded.model.device.type} at {1000 * spi:.1f} ms "
-                    "per image.")
+            secs = passes * spi
+            device = self.loaded.model.device.type
+            if not np.isfinite(secs):
+                took = f"on {device} (not timed at load)"
+            else:
+                took = (("under a second" if secs < 1 else f"about {jobs.format_seconds(secs)}")
+                        + f" on {device} ({1000 * spi:.1f} ms per image, timed at load)")
+            text = f"{where}Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'}, {took}."
+            return Estimate(text, passes * spi, passes, slices, ok=True)
         except UserError as exc:
-            return f"Cost: {exc}"
+            return Estimate(f"{where}Cannot run yet: {exc}")
         except Exception as exc:  # noqa: BLE001 - the estimate must never break the widget
-            return f"Cost: no estimate ({type(exc).__name__})"
+            return Estimate(f"Cost: no estimate ({type(exc).__name__})")
+
+    def estimate_text(self, c: Choices) -> str:
+        """The text of :meth:`estimate`."""
+        return self.estimate(c).text
 
     # ---------------------------------------------------------------------------- save / open
     def segmentation_layers(self) -> list["Layer"]:

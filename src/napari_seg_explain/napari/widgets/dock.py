@@ -25,7 +25,7 @@ from ..windows import window_limits, window_name
 from . import inputs, jobs
 from .controller import Choices, Controller
 from .layer_sync import LayerSync
-from .pools import POOL_LAYERS, POOL_SELF, POOL_VOLUME
+from .pools import usable_pool
 from .results_view import ResultsView
 from .runner import Runner
 from .sections import compact_combos
@@ -172,17 +172,17 @@ class SegExplainWidget(QWidget):
         return self.controller.layer(self.image_combo.currentText())
 
     def update_slice_label(self) -> None:
-        self.slice_label.setText(slice_text(self.viewer, self.image_layer()))
+        self.slice_label.setText(slice_text(self.viewer, self.image_layer(),
+                                            self.controller.explained_slices(self.choices())))
 
     def image_changed(self) -> None:
         self.update_slice_label()
         image = self.image_layer()
-        is_volume = image is not None and inputs.spatial_ndim(image) == 3
+        is_volume = image is not None and inputs.is_volume(image)  # a one-slice volume is a 2-D image
         self.image_section.set_volume(is_volume)
-        if image is not None and not is_volume and self.explain_section.pool_choice() == POOL_VOLUME:
-            others = any(L.layer_kind(lay) == "image" and lay is not image and not L.is_result_layer(lay)
-                         for lay in self.viewer.layers)
-            self.pool_combo.setCurrentText(POOL_LAYERS if others else POOL_SELF)
+        self.explain_section.offer_volume_pool(is_volume)
+        if image is not None:  # no other slices: a pool that exists
+            self.explain_section.set_pool(usable_pool(self.explain_section.pool_choice(), self.viewer, image))
         self._maybe_offer_model(image)
         self.schedule_estimate()
 
@@ -270,10 +270,12 @@ class SegExplainWidget(QWidget):
             self._estimate_timer.start()
 
     def update_estimate(self) -> str:
-        """Cost estimate shown before Run (forward passes upper bound and rough time)."""
-        text = self.controller.estimate_text(self.choices())
-        self.estimate_label.setText(text)
-        return text
+        """Cost line shown before Run (the slice explained when not the one shown, the forward passes' upper
+        bound and about how long they take, or what would stop the Run); the slice line follows the RoI."""
+        est = self.controller.estimate(self.choices())
+        self.explain_section.show_estimate(est.text, est.ok)
+        self.update_slice_label()
+        return est.text
 
     # ------------------------------------------------------------------ runs and results (see results_view.py)
     def save_results(self, folder: str | Path | None = None, overwrite: bool = False) -> Path | None:

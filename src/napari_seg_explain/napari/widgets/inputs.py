@@ -22,6 +22,8 @@ import numpy as np
 from ...core.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import napari
     from napari.layers import Image, Labels, Layer, Shapes
 
@@ -32,6 +34,17 @@ AREA_SHAPES = ("rectangle", "polygon", "ellipse")
 def spatial_ndim(layer: "Layer") -> int:
     """Spatial dimensions of an image layer (an RGB layer's colour axis excluded)."""
     return layer.data.ndim - (1 if getattr(layer, "rgb", False) else 0)
+
+
+def n_slices(layer: "Layer") -> int:
+    """Slices of a volume layer along its first axis (1 for a 2-D layer)."""
+    return int(layer.data.shape[0]) if spatial_ndim(layer) == 3 else 1
+
+
+def is_volume(layer: "Layer") -> bool:
+    """A volume with more than one slice: a one-slice volume (a single DICOM file opens as ``(1, rows, cols)``)
+    is treated as a 2-D image (no other slices to draw a pool from, nothing to segment as a whole volume)."""
+    return n_slices(layer) > 1
 
 
 def check_image_layer(layer: "Image") -> None:
@@ -78,6 +91,16 @@ def current_slice(viewer: "napari.Viewer", layer: "Layer", check_view: bool = Tr
         return None
     z = layer.world_to_data(tuple(viewer.dims.point))[0]
     return int(np.clip(np.round(z), 0, layer.data.shape[0] - 1))
+
+
+def explained_text(slices: Sequence[int], shown: int | None) -> str:
+    """'explains slice 64 (the RoI's slice; the viewer shows 74)' for RoIs drawn on slices other than the one
+    shown (``shown=None``: without the slice shown)."""
+    slices = sorted({int(k) for k in slices})
+    view = f"; the viewer shows {shown}" if shown is not None else ""
+    if len(slices) == 1:
+        return f"explains slice {slices[0]} (the RoI's slice{view})"
+    return f"explains slices {', '.join(map(str, slices))} (the RoIs' slices{view})"
 
 
 def plane_of(layer: "Image", z: int | None) -> np.ndarray:
@@ -136,6 +159,31 @@ class RoI:
     description: str
 
 
+def _shape_on_plane(viewer: "napari.Viewer", shapes: "Shapes", image: "Image", z: int | None,
+                    idx: int) -> tuple[np.ndarray, int | None]:
+    """Shape ``idx``'s vertices in the image plane's ``(row, col)`` data coordinates, and its slice: the slice
+    it was drawn on (3-D vertices), else ``z``."""
+    verts = _to_image_data(viewer, shapes, image, shapes.data[idx])
+    if spatial_ndim(image) != 3:
+        return verts, z
+    if shapes.ndim >= 3:
+        zs = verts[:, 0]
+        if np.ptp(zs) > 0.5:
+            raise UserError(f"shape {idx + 1} of {shapes.name!r} spans several slices; draw the RoI on one slice")
+        z = int(np.round(zs.mean()))
+        if not 0 <= z < image.data.shape[0]:
+            raise UserError(f"the RoI lies on slice {z}, outside {image.name!r} (0..{image.data.shape[0] - 1})")
+    return verts[:, 1:], z
+
+
+def shape_slice(viewer: "napari.Viewer", shapes: "Shapes", image: "Image", z: int | None,
+                index: int | None = None) -> int | None:
+    """The slice shape ``index`` (default: the selected/newest one) explains, without rasterising it: the slice
+    it was drawn on, else ``z`` (``None`` for a 2-D image)."""
+    idx = pick_shape_index(shapes) if index is None else int(index)
+    return _shape_on_plane(viewer, shapes, image, z, idx)[1]
+
+
 def roi_from_shapes(viewer: "napari.Viewer", shapes: "Shapes", image: "Image", z: int | None,
                     index: int | None = None) -> RoI:
     """RoI from shape ``index`` of ``shapes`` (default: the selected/newest one), on ``image``'s plane; messages
@@ -151,17 +199,8 @@ def roi_from_shapes(viewer: "napari.Viewer", shapes: "Shapes", image: "Image", z
     if stype not in AREA_SHAPES:
         raise UserError(f"shape {idx + 1} of {shapes.name!r} is a {stype}, which has no inside: draw a rectangle, "
                         "polygon or ellipse as the RoI")
-    verts = _to_image_data(viewer, shapes, image, shapes.data[idx])
+    verts, z = _shape_on_plane(viewer, shapes, image, z, idx)
     nd = spatial_ndim(image)
-    if nd == 3:
-        zs = verts[:, 0]
-        if shapes.ndim >= 3:
-            if np.ptp(zs) > 0.5:
-                raise UserError(f"shape {idx + 1} of {shapes.name!r} spans several slices; draw the RoI on one slice")
-            z = int(np.round(zs.mean()))
-            if not 0 <= z < image.data.shape[0]:
-                raise UserError(f"the RoI lies on slice {z}, outside {image.name!r} (0..{image.data.shape[0] - 1})")
-        verts = verts[:, 1:]
     if stype == "ellipse":
         verts = _ellipse_polygon(verts)
     shape2d = tuple(image.data.shape[-3:-1] if getattr(image, "rgb", False) else image.data.shape[-2:])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.errors import UserError
-from .inputs import spatial_ndim
+from .inputs import is_volume, n_slices, spatial_ndim
 
 if TYPE_CHECKING:
     import napari
@@ -88,28 +88,50 @@ def pool_spec(choice: str, viewer: "napari.Viewer", image: "Image", z: int | Non
     meta = image.metadata.get("seg_explain") if isinstance(image.metadata, dict) else None
     source = (meta or {}).get("source")
     if choice == POOL_VOLUME:
-        if spatial_ndim(image) != 3 or getattr(image, "rgb", False):
-            raise UserError(f"{image.name!r} is a 2-D image, it has no other slices: choose other open image "
-                            "layers, a folder, or the image itself as the perturbation pool")
+        if not is_volume(image):
+            what = "a one-slice volume" if spatial_ndim(image) == 3 else "a 2-D image"
+            raise UserError(f"{image.name!r} is {what}, it has no other slices: set Pool to "
+                            f"'{POOL_LAYERS}', a folder, or the image itself")
+        kept = sum(1 for k in range(n_slices(image)) if abs(k - int(z or 0)) > exclude)
+        if not kept:
+            raise UserError(f"{image.name!r} has no slice farther than ±{exclude} from slice {z} "
+                            f"({n_slices(image)} slices): lower 'Pool exclude ±' (Advanced parameters) or "
+                            "choose another Pool")
         return PoolSpec("volume", [image.data], [False], slice_index=z, exclude=exclude,
                         description=f"other slices of {image.name!r} (excluding ±{exclude} around {z})")
     if choice == POOL_LAYERS:
-        from napari.layers import Image as ImageLayer
-
-        from ..layers import is_result_layer
-
-        # the plugin's own maps (result maps, streamed or partial maps) are not images
-        others = [lay for lay in viewer.layers if isinstance(lay, ImageLayer) and lay is not image
-                  and not is_result_layer(lay) and spatial_ndim(lay) in (2, 3)]
+        others = _other_images(viewer, image)
         if not others:
             raise UserError("there is no other image layer to draw replacement blocks from (the plugin's result "
-                            "layers do not count): open some images, or choose another pool")
+                            "layers do not count): open some images, or choose another Pool")
         return PoolSpec("layers", [lay.data for lay in others], [bool(lay.rgb) for lay in others],
                         description=f"image layers {', '.join(repr(lay.name) for lay in others)}")
     if choice == POOL_FOLDER:
         if not folder or not Path(folder).is_dir():
-            raise UserError(f"pool folder {folder!r} is not a folder: choose a folder of images (PNG, NIfTI, ...)")
+            raise UserError(f"the Pool folder {folder!r} is not a folder: choose a folder of images (PNG, NIfTI, "
+                            "...) with the button next to it")
         return PoolSpec("folder", folder=folder, exclude_source=source, description=f"images in {folder}")
     if choice == POOL_SELF:
         return PoolSpec("self", description="the explained image itself")
     raise UserError(f"unknown perturbation pool {choice!r}")
+
+
+def usable_pool(choice: str, viewer: "napari.Viewer", image: "Image") -> str:
+    """``choice``, or a pool that exists when ``choice`` is the other slices of an image that has none (a 2-D
+    image, a one-slice volume): the other open image layers, else the image itself (the method records the
+    fallback as a warning)."""
+    if choice != POOL_VOLUME or is_volume(image):
+        return choice
+    return POOL_LAYERS if _other_images(viewer, image) else POOL_SELF
+
+
+def _other_images(viewer: "napari.Viewer", image: "Image") -> list["Image"]:
+    """The open image layers other than ``image``; the plugin's own maps (result maps, streamed or partial maps)
+    are not images. Compared by name: a dock made from the plugin menu sees the layers through napari's
+    public-only proxies, so the same layer is not always the same object."""
+    from napari.layers import Image as ImageLayer
+
+    from ..layers import is_result_layer
+
+    return [lay for lay in viewer.layers if isinstance(lay, ImageLayer) and lay.name != image.name
+            and not is_result_layer(lay) and spatial_ndim(lay) in (2, 3)]

@@ -201,13 +201,32 @@ class Tasks:
     def _announce(self, plan: "PlannedRun", expl: "Explanation") -> None:
         d = self.dock
         d.results_view.show_run(plan.run_id)
+        moved = self._bring_into_view(plan)
         d.progress.setValue(d.progress.maximum())
         d.progress_label.setText(f"{plan.spec.title} done in {expl.provenance.get('wall_time_s', 0):.1f} s, "
-                                 f"{expl.provenance.get('forward_passes', 0):,} forward passes ({plan.label})")
+                                 f"{expl.provenance.get('forward_passes', 0):,} forward passes ({plan.label})"
+                                 + (f"; the viewer now shows its slice {moved}" if moved is not None else ""))
         for w in expl.warnings:
             notify_warning(w)
         if plan.spec.summary is not None:
             notify_info(plan.spec.summary(expl))
+
+    def _bring_into_view(self, plan: "PlannedRun") -> int | None:
+        """Show the run's slice when the viewer shows another one (a RoI drawn on another slice); returns the
+        slice when the view moved there."""
+        geom = plan.geom
+        image = self.controller.layer(geom.source_layer)
+        rec = self.controller.runs.get(plan.run_id)
+        if not geom.is_volume or image is None or rec is None or not inputs.is_volume(image):
+            return None
+        z = int(geom.slice_index)
+        try:
+            if inputs.current_slice(self.viewer, image, check_view=False) == z:
+                return None
+            self.dock.results_view.go_to_slice(rec)
+            return z if inputs.current_slice(self.viewer, image, check_view=False) == z else None
+        except Exception:  # noqa: BLE001 - moving the view is a courtesy
+            return None
 
     def _on_error(self, exc: BaseException) -> None:
         self.streamer.discard(keep=False)

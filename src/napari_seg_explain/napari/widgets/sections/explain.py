@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from .. import pools
 from . import Section, path_row
+from .image import WARN
 from .params import ParamForm
 
 if TYPE_CHECKING:
@@ -182,6 +183,18 @@ class ExplainSection(Section):
         i = self.pool_combo.currentIndex()
         return pools.POOL_CHOICES[i] if 0 <= i < len(pools.POOL_CHOICES) else self.pool_combo.currentText()
 
+    def set_pool(self, choice: str) -> None:
+        """Choose pool ``choice`` (one of :data:`pools.POOL_CHOICES`)."""
+        if choice in pools.POOL_CHOICES and choice != self.pool_choice():
+            self.pool_combo.setCurrentIndex(pools.POOL_CHOICES.index(choice))
+
+    def offer_volume_pool(self, is_volume: bool) -> None:
+        """The other slices of the image are a pool only for a volume of more than one slice."""
+        item = self.pool_combo.model().item(pools.POOL_CHOICES.index(pools.POOL_VOLUME))
+        if item is not None:
+            item.setEnabled(is_volume)
+            item.setToolTip("" if is_volume else "this image has no other slices (a 2-D image or a one-slice volume)")
+
     def _pool_changed(self) -> None:
         self._pool_folder_row.setVisible(self.spec.uses("pool") and self.pool_choice() == pools.POOL_FOLDER)
         self._on_change()
@@ -195,6 +208,11 @@ class ExplainSection(Section):
             self.pool_folder.setText(path)
 
     # ------------------------------------------------------------------------------- progress
+    def show_estimate(self, text: str, ok: bool) -> None:
+        """The cost line; orange when the Run would stop (it says why and which control to change)."""
+        self.estimate_label.setStyleSheet("" if ok else f"color: {WARN};")
+        self.estimate_label.setText(text)
+
     def show_progress(self, done: int, total: int, text: str) -> None:
         total = max(1, int(total))
         self.progress.setRange(0, total)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton
@@ -19,16 +19,21 @@ if TYPE_CHECKING:
 
 SCOPE_SLICE = "current slice"
 SCOPE_VOLUME = "whole volume"
+WARN = "#e8a33d"  # orange: something the user should notice before Run
 
 
-def slice_text(viewer: "napari.Viewer", image: "Layer | None") -> str:
-    """The line under the image: 2-D or the slice shown, the size (in mm when known), the orientation."""
+def slice_text(viewer: "napari.Viewer", image: "Layer | None", explained: Sequence[int] | None = None) -> str:
+    """The line under the image: 2-D or the slice shown, the size (in mm when known), the orientation.
+
+    ``explained``: the slices a Run would explain (a RoI drawn on a slice explains that slice); when they are
+    not the one shown, the line says so (in orange).
+    """
     if image is None:
         return "Open an image (File > Open, or File > Open Sample > Segmentation Explainer)."
     try:
         z = inputs.current_slice(viewer, image)
     except UserError as exc:
-        return f"<span style='color:#e8a33d'>{html.escape(str(exc))}</span>"
+        return f"<span style='color:{WARN}'>{html.escape(str(exc))}</span>"
     shape = tuple(image.data.shape)
     units = [str(u) for u in getattr(image, "units", ())]
     in_mm = bool(units) and all(u in ("mm", "millimeter") for u in units)
@@ -38,6 +43,13 @@ def slice_text(viewer: "napari.Viewer", image: "Layer | None") -> str:
     convention = meta.get("convention", "orientation unknown (no geometry in this layer)")
     if z is None:
         return f"2-D image {shape} ({extent}) · {convention}"
+    if not inputs.is_volume(image):
+        return f"one-slice volume {shape}, explained as a 2-D image ({extent}) · {convention}"
+    others = sorted({int(k) for k in explained or () if int(k) != z})
+    if others:
+        what = html.escape(inputs.explained_text(explained, None), quote=False)
+        return (f"volume {shape}: axial slice {z} shown; <span style='color:{WARN}'>Run {what}</span>, "
+                f"{extent} · {convention}")
     return f"volume {shape}: axial slice {z} (the one shown), {extent} · {convention}"
 
 
@@ -69,8 +81,10 @@ class ImageSection(Section):
         self.form.addRow("Segment", row)
 
     def set_volume(self, is_volume: bool) -> None:
-        """Only a volume can be segmented whole."""
+        """Only a volume (of more than one slice) can be segmented whole."""
         self.segment_scope.setEnabled(is_volume)
+        self.segment_scope.setToolTip("segment the slice shown, or every slice of the volume" if is_volume else
+                                      "a 2-D image (or a one-slice volume) is segmented as one slice")
         if not is_volume:
             self.segment_scope.setCurrentText(SCOPE_SLICE)
 
