@@ -166,3 +166,92 @@ def test_roi_on_another_slice_is_named_before_run_and_brought_into_view(qtbot, m
     assert "axial slice 64 (the one shown)" in widget.slice_label.text()
     assert np.isfinite(viewer.layers["PdCR map · RoI 1 · white_matter"].data[HELD_OUT]).any()
     assert "the viewer shows" not in widget.update_estimate()
+
+
+# ------------------------------------------------------------------------------ 3. the time left
+def test_time_left_follows_the_whole_run_and_the_cost_line_is_about_right(qtbot, make_napari_viewer):
+    """Acceptance test on the sample (slice 64, a 32x32 RoI on white matter, the ground-truth label, the volume
+    pool): the time left shown stays within a factor 2 of the real remaining time at every tenth of the run
+    (after its first second), the stage reads '1/2 screening' then '2/2 estimating', and the wall time is
+    within a factor 2 of the cost line's time."""
+    viewer, widget, image = _sample_viewer(make_napari_viewer, qtbot, shown=HELD_OUT, label=True)
+    y0, x0, y1, x1 = _wm_box(HELD_OUT)
+    add_rect(viewer, y0, x0, y1, x1, z=HELD_OUT, image=image)
+    widget.sync.refresh()
+    _pdcr(widget, n=8)
+    widget.gt_combo.setCurrentText("mni152_wm_label")
+    assert widget.explain_section.pool_choice() == POOL_VOLUME
+    cost = widget.controller.estimate(widget.choices())
+    assert cost.ok and "about" in cost.text and np.isfinite(cost.seconds), cost.text
+
+    shown: list[tuple[float, float, int, int, str]] = []  # (time, seconds left shown, done, total, line)
+    section = widget.explain_section
+    show = section.show_progress
+
+    def record(done, total, text):
+        show(done, total, text)
+        shown.append((time.perf_counter(), widget.tasks.time_left, int(done), int(total), text))
+
+    section.show_progress = record
+    ended: list[float] = []
+    on_done = widget.tasks._on_done
+    widget.tasks._on_done = lambda ev: (ended.append(time.perf_counter()), on_done(ev))
+    t0 = time.perf_counter()
+    assert widget.run() is not None
+    wait_idle(qtbot, widget, 60000)
+    t_end = ended[0]
+    expl = widget.latest("pdcr").expl
+    assert expl.stats["metric"] == "dice_vs_label" and expl.stats["n_blocks_screened_in"] > 0
+
+    lines = [s[4] for s in shown]
+    assert any(t.startswith("1/2 screening: ") and "/ at most " in t and " left" in t for t in lines), lines[:5]
+    assert any(t.startswith("2/2 estimating: ") and "at most" not in t and " left" in t for t in lines)
+    timed = [s for s in shown if np.isfinite(s[1]) and s[0] - t0 >= 1.0]
+    assert timed, lines
+    duration = t_end - t0
+    report = []
+    for frac in np.arange(0.1, 0.95, 0.1):  # the label shown when a tenth, two tenths, ... of the run had gone
+        at = t0 + frac * duration
+        s = max((s for s in timed if s[0] <= at), key=lambda s: s[0], default=None)
+        if s is None:
+            continue
+        actual = t_end - s[0]
+        report.append((round(frac, 1), round(s[1], 2), round(actual, 2), s[4].split(":")[0]))
+        assert 0.5 <= s[1] / actual <= 2.0, report
+    assert len(report) >= 7, report
+    wall = float(expl.provenance["wall_time_s"])
+    print(f"\ntime left shown vs real (fraction, shown s, real s, stage): {report}\n"
+          f"cost line {cost.seconds:.1f} s ({cost.passes} passes at most), wall {wall:.1f} s "
+          f"({expl.provenance['forward_passes']} passes), click to result {duration:.1f} s")
+    assert 0.5 <= cost.seconds / wall <= 2.0
+    assert 0.5 <= cost.seconds / duration <= 2.0
+
+
+def test_run_clock_counts_the_whole_run_at_the_speed_of_the_current_stage():
+    """The time left without a viewer: the upper bound until screening ends, then the revised total; later RoIs
+    at their upper bounds; the speed at load until a stage has measured its own over half a second."""
+    from napari_seg_explain.napari.widgets.tasks import RunClock
+
+    clock = RunClock(0.0, [1001, 501], seconds_per_pass=0.01)
+    total, left = clock.update(0.05, 0, 0, 1, "preparing the perturbation pool")
+    assert (total, clock.is_bound, clock.stage) == (1001, True, None) and left == (1001 + 501) * 0.01
+    t, done = 0.05, 1
+    while done < 301:  # screening: 20 passes per 0.1 s = 5 ms per pass
+        t, done = t + 0.1, done + 20
+        total, left = clock.update(t, 0, done, 301, "screening")
+    assert (total, clock.is_bound, clock.stage) == (1001, True, (1, 2))
+    assert abs(left - (1001 - 301 + 501) * 0.005) < 1e-6
+    t, done = t + 1.0, done + 20  # the first batch of a stage (one-off costs) does not set the speed
+    total, left = clock.update(t, 0, done, 601, "estimating")
+    assert (total, clock.is_bound, clock.stage) == (601, False, (2, 2))
+    assert abs(left - (601 - 321 + 501) * 0.005) < 1e-6
+    while done < 601:  # estimating: 10 ms per pass
+        t, done = t + 0.2, done + 20
+        total, left = clock.update(t, 0, done, 601, "estimating")
+    assert abs(left - 501 * 0.01) < 1e-6
+    total, left = clock.update(t + 0.1, 1, 5, 101, "sufficient region")  # the next RoI's run: MiSuRe-like
+    assert (total, clock.stage) == (501, (1, 2)) and abs(left - 496 * 0.01) < 1e-6
+    clock.update(t + 0.2, 1, 10, 51, "minimal region")
+    assert clock.stage == (2, 2) and not clock.is_bound
+    clock.update(t + 0.3, 1, 51, 51, "done")
+    assert clock.stage is None and not clock.is_bound

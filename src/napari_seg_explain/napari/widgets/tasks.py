@@ -23,9 +23,83 @@ from .sections import fill_combo
 from .streaming import StreamTarget
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ...core.progress import Progress
     from ...core.results import Explanation
     from .controller import PlannedRun
+
+
+#: the stages of the built-in methods in the order they run (a method's stage list is not part of its spec): a
+#: stage found here is shown as "k/n stage"; every stage but the last may still revise ``Progress.total``.
+#: PdCR screens coarse blocks first in its hierarchical mode (3-D), so it has two stage lists.
+KNOWN_STAGES = (("screening", "estimating"), ("screening coarse blocks", "screening", "estimating"),
+                ("sufficient region", "minimal region"))
+#: the speed behind the time left is measured over at most the last this many seconds of the current stage
+RATE_WINDOW_S = 5.0
+#: ... and over at least this many seconds (shorter: the previous stage's speed, or the one measured at load)
+MIN_RATE_SPAN_S = 0.5
+
+
+def stage_of(stage: str, seen: "Iterable[str]" = ()) -> tuple[int, int] | None:
+    """``(k, n)`` of stage ``stage`` in the shortest list of :data:`KNOWN_STAGES` that holds it and every
+    known stage ``seen`` before it in the same job; None for a stage not listed there."""
+    seen = {s for s in seen if any(s in stages for stages in KNOWN_STAGES)}
+    fits = [stages for stages in KNOWN_STAGES if stage in stages and seen <= set(stages)]
+    if not fits:
+        return None
+    stages = min(fits, key=len)
+    return stages.index(stage) + 1, len(stages)
+
+
+class RunClock:
+    """The time left of a whole Run (Qt-free): the running job's remaining forward passes plus the later jobs'
+    upper bounds, at the speed measured in the current stage.
+
+    ``bounds``: each job's upper bound of forward passes (``spec.estimate``; None: unknown); ``seconds_per_pass``:
+    the speed measured at load, used until the job has measured its own. Until a stage that can revise
+    ``Progress.total`` ends (PdCR's screening, MiSuRe's sufficient region) the job's total is its upper bound;
+    then the revised total. The speed is measured over the current stage's events after its first one (the
+    first batch of a stage carries one-off costs: the engine trying batch sizes, autograd's first backward
+    pass), over the last :data:`MIN_RATE_SPAN_S` to :data:`RATE_WINDOW_S` seconds; until then the previous
+    stage's speed, or the one measured at load.
+    """
+
+    def __init__(self, t_start: float, bounds: list[int | None], seconds_per_pass: float = float("nan")) -> None:
+        self.bounds = bounds
+        self.t_start = t_start
+        self.default_rate = seconds_per_pass
+        self.rate = float("nan")
+        self._key: tuple[int, str] | None = None
+        self._events: list[tuple[float, int]] = []  # (time, done) of the current stage
+        self.seen: list[str] = []  # the stages of the current job so far
+        self.stage: tuple[int, int] | None = None  # (k, n) of the current stage, when known
+        self.is_bound = False  # the job's total shown is an upper bound (it may still be revised)
+
+    def update(self, now: float, index: int, done: int, total: int, stage: str) -> tuple[int, float]:
+        """A progress event of job ``index``: returns the job's total as shown (an upper bound while it may
+        still be revised, :attr:`is_bound`) and the seconds left for the whole Run (NaN: unknown)."""
+        if self._key != (index, stage):  # a new stage (or job); the previous stage's last event is its start
+            same_job = self._key is not None and self._key[0] == index
+            self._events = self._events[-1:] if same_job else []
+            self.seen = [*self.seen, stage] if same_job else [stage]
+            self.stage = stage_of(stage, self.seen)
+            self._key = (index, stage)
+        bound = self.bounds[index] if 0 <= index < len(self.bounds) else None
+        ks = self.stage
+        self.is_bound = ks[0] < ks[1] if ks is not None else done <= 0
+        shown_total = max(int(total), int(bound)) if bound and self.is_bound else int(total)
+        self._events.append((now, int(done)))
+        while len(self._events) > 3 and now - self._events[1][0] > RATE_WINDOW_S:
+            self._events.pop(1)
+        if len(self._events) >= 3:  # leave out the stage's first interval (one-off costs)
+            (t0, d0), (t1, d1) = self._events[1], self._events[-1]
+            if d1 > d0 and t1 - t0 >= MIN_RATE_SPAN_S:
+                self.rate = (t1 - t0) / (d1 - d0)
+        rate = self.rate if np.isfinite(self.rate) else self.default_rate
+        later = sum(int(b) for b in self.bounds[index + 1:] if b)
+        left = (max(0, shown_total - int(done)) + later) * rate
+        return shown_total, float(left)
 
 
 class Tasks:
@@ -39,7 +113,8 @@ class Tasks:
         self.streamer = dock.streamer
         self.suggested_tried: set[str] = set()
         self.plans: list[PlannedRun] = []
-        self._job_start = (-1, 0.0)  # (run index, its start time) for the time left
+        self.clock = RunClock(0.0, [])
+        self.time_left = float("nan")  # the seconds left shown last (NaN: none shown)
 
     # ------------------------------------------------------------------------------- model
     def load_model(self, path: str | None, card: str | None) -> Any:
@@ -114,11 +189,13 @@ class Tasks:
         loaded = self.controller.loaded
         geom = L.SliceGeometry.from_layer(image, z)
         d.explain_section.show_progress(0, 1, "segmenting…")
-        return self.runner.start("segment", jobs.segment_job, loaded.model, image.data, None if whole else z,
-                                 bool(getattr(image, "rgb", False)),
-                                 on_yield=lambda ev: self._on_progress(0, ev),
-                                 on_return=lambda labels: self._on_segmented(labels, geom, whole),
-                                 on_error=self._on_error)
+        worker = self.runner.start("segment", jobs.segment_job, loaded.model, image.data, None if whole else z,
+                                   bool(getattr(image, "rgb", False)),
+                                   on_yield=lambda ev: self._on_progress(0, ev),
+                                   on_return=lambda labels: self._on_segmented(labels, geom, whole),
+                                   on_error=self._on_error)
+        self.plans, self.clock = [], RunClock(self.runner.t_start, [])
+        return worker
 
     def _on_segmented(self, labels: np.ndarray, geom: L.SliceGeometry, whole: bool) -> None:
         m = self.controller.model
@@ -165,12 +242,26 @@ class Tasks:
                 p.geom, rl, L.layer_name(p.spec.title, rl.title, p.label), p.spec.name, p.run_id,
                 old.layers.get("map") if old is not None else None))
         self.streamer.reset(targets)
-        self._job_start = (-1, 0.0)
+        bounds = [self._bound(p) for p in plans]
+        spi = jobs.image_seconds(self.controller.loaded, plans[0].geom.plane_shape)
         what = plans[0].desc if len(plans) == 1 else f"{len(plans)} RoIs"
         self.dock.explain_section.show_progress(0, 1, f"{plans[0].spec.title}: starting on {what}…")
-        return self.runner.start("explain", jobs.explain_runs_job, self.controller.model,
-                                 [(p.job, p.geom, p.label) for p in plans], on_yield=self._on_event,
-                                 on_return=lambda _expls: None, on_error=self._on_error)
+        worker = self.runner.start("explain", jobs.explain_runs_job, self.controller.model,
+                                   [(p.job, p.geom, p.label) for p in plans], on_yield=self._on_event,
+                                   on_return=lambda _expls: None, on_error=self._on_error)
+        self.clock = RunClock(self.runner.t_start, bounds, spi)
+        return worker
+
+    @staticmethod
+    def _bound(plan: "PlannedRun") -> int | None:
+        """The job's upper bound of forward passes (``spec.estimate``), None when its method gives none."""
+        spec, job = plan.spec, plan.job
+        if spec.estimate is None:
+            return None
+        try:
+            return int(spec.estimate(job.config, job.roi if job.roi is not None else plan.geom.plane_shape))
+        except Exception:  # noqa: BLE001 - the time left is a courtesy
+            return None
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, jobs.RunDone):
@@ -179,15 +270,22 @@ class Tasks:
             self._on_progress(ev.index, ev.progress)
 
     def _on_progress(self, index: int, ev: "Progress") -> None:
-        now = time.perf_counter()
-        if self._job_start[0] != index:
-            self._job_start = (index, self.runner.t_start if index == 0 else now)
-        total = max(1, int(ev.total))
-        elapsed = now - self._job_start[1]
-        left = elapsed / ev.done * (total - ev.done) if ev.done > 0 and ev.total > 1 else float("nan")
-        left_txt = f" · about {jobs.format_seconds(left)} left" if np.isfinite(left) else ""
-        self.dock.explain_section.show_progress(ev.done, total, f"{ev.stage}: {int(ev.done):,} / {total:,} forward "
-                                                f"passes{left_txt}")
+        """The bar and the line under it: the run (when several), the stage ('1/2 screening' for a stage of a
+        known method), the forward passes ('at most' while the total may still be revised) and the time left of
+        the whole Run (:class:`RunClock`)."""
+        stage = ev.stage.rsplit(": ", 1)[-1]  # a job of several carries its run's name (jobs.explain_runs_job)
+        total, left = self.clock.update(time.perf_counter(), index, int(ev.done), int(ev.total), stage)
+        total = max(1, total)
+        ks = self.clock.stage
+        parts = []
+        if len(self.plans) > 1:
+            parts.append(f"{self.plans[index].label} (run {index + 1}/{len(self.plans)})")
+        parts.append(f"{ks[0]}/{ks[1]} {stage}" if ks is not None else stage)
+        passes = f"{int(ev.done):,} / {'at most ' if self.clock.is_bound else ''}{total:,} forward passes"
+        self.time_left = left if np.isfinite(left) and ev.done < total else float("nan")
+        left_txt = "" if not np.isfinite(self.time_left) else (
+            " · less than a second left" if left < 1 else f" · about {jobs.format_seconds(left)} left")
+        self.dock.explain_section.show_progress(ev.done, total, f"{' · '.join(parts)}: {passes}{left_txt}")
         if ev.partial is not None:
             self.streamer.push(index, ev.partial)
 
