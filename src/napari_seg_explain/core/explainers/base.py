@@ -99,6 +99,7 @@ class ResultLayer:
     title: str  # e.g. "map", "saliency": the layer is named "<Method> <title> · <run>"
     style: str  # one of LAYER_STYLES
     colorbar: bool = False
+    unit: str = ""  # what the values are, for legends (e.g. "Dice points")
 
 
 @dataclass(frozen=True)

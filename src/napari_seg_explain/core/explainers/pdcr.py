@@ -269,6 +269,7 @@ SPEC = register(ExplainerSpec(
            Stat("n_blocks_screened_in", "blocks past screening"),
            Stat("far_share", "effect far from the RoI", "{:.0f}%"),
            Stat("far_mean_abs_ate", "mean |ATE| far from the RoI", "{:.2f}")),
-    layers=(ResultLayer("map", "map", "diverging", colorbar=True), ResultLayer("roi", "RoI", "outline")),
+    layers=(ResultLayer("map", "map", "diverging", colorbar=True, unit="Dice points"),
+            ResultLayer("roi", "RoI", "outline")),
     estimate=estimate, summary=summary,
     description="ATE of replacing each block outside the RoI with crops of other images (Dice points)."))
