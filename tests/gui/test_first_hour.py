@@ -255,3 +255,33 @@ def test_run_clock_counts_the_whole_run_at_the_speed_of_the_current_stage():
     assert clock.stage == (2, 2) and not clock.is_bound
     clock.update(t + 0.3, 1, 51, 51, "done")
     assert clock.stage is None and not clock.is_bound
+
+
+def test_input_unlike_the_training_data_is_warned_in_the_widget_and_recorded(qtbot, make_napari_viewer, notes):
+    """The sample model's card says MR; a CT-like scan (air at -1000) gets a warning when Run starts, and the result
+    records it."""
+    import numpy as np
+
+    from napari_seg_explain.core.sample import SAMPLE_CARD, SAMPLE_VOLUME, sample_path
+    from napari_seg_explain.napari.widgets import SegExplainWidget
+    from gui_helpers import add_rect, wait_idle
+
+    viewer = make_napari_viewer()
+    from napari_seg_explain.core.images import read_image
+
+    t1 = read_image(sample_path(SAMPLE_VOLUME)).data[0]
+    ct = np.moveaxis(t1 / t1.max() * 2000 - 1000, -1, 0).astype(np.float32)  # (slices, rows, cols) in HU
+    image = viewer.add_image(ct, name="ct-like")
+    viewer.dims.set_current_step(0, 64)
+    widget = SegExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right")
+    widget.load_model(str(sample_path(SAMPLE_CARD)))
+    qtbot.waitUntil(lambda: widget.loaded is not None, timeout=30000)
+    add_rect(viewer, 56, 16, 88, 48, z=64, image=image)
+    widget.sync.refresh()
+    widget.param("n").setValue(1)
+    widget.param("screen").setValue(1)
+    widget.run()
+    wait_idle(qtbot, widget, 120000)
+    assert any("looks like CT" in m for _, m in notes), notes
+    assert any("looks like CT" in w for w in widget.latest("pdcr").expl.warnings), "recorded in the result"

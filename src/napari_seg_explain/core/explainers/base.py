@@ -137,6 +137,8 @@ class ExplainerSpec:
     estimate: Callable[[Any, "np.ndarray | tuple[int, ...]"], int] | None = None
     summary: Callable[["Explanation"], str] | None = None
     description: str = ""
+    #: the stage names its Progress events carry, in order (one tuple per way it can run), for "k/n stage"
+    stages: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         bad = set(self.needs) - set(NEEDS)

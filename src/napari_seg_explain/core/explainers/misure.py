@@ -237,5 +237,5 @@ SPEC = register(ExplainerSpec(
            Stat("saliency_pixels", "saliency (px)", "{:d}")),
     layers=(ResultLayer("sufficient_region", "sufficient region", "mask"),
             ResultLayer("map", "saliency", "saliency", colorbar=True), ResultLayer("roi", "RoI", "outline")),
-    estimate=estimate, summary=summary,
+    estimate=estimate, summary=summary, stages=(("sufficient region", "minimal region"),),
     description="The smallest, smoothest part of the image that still reproduces the segmentation."))

@@ -272,4 +272,5 @@ SPEC = register(ExplainerSpec(
     layers=(ResultLayer("map", "map", "diverging", colorbar=True, unit="Dice points"),
             ResultLayer("roi", "RoI", "outline")),
     estimate=estimate, summary=summary,
+    stages=(("screening", "estimating"), ("screening coarse blocks", "screening", "estimating")),
     description="ATE of replacing each block outside the RoI with crops of other images (Dice points)."))

@@ -126,6 +126,7 @@ class Controller:
 
     def plan(self, c: Choices) -> list[PlannedRun]:
         """The jobs of a Run (GUI thread: copies and rasterisation only); raises UserError with advice."""
+        from ...core.compat import input_warnings
         from ...core.explainers import registry
         from ...core.jobs import ExplainJob
 
@@ -147,12 +148,14 @@ class Controller:
             pool = (pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)
                     if spec.uses("pool") else None)
             desc = roi.description if roi is not None else "the whole image"
-            job = ExplainJob(spec.name, inputs.plane_of(image, zz), roi.mask if roi is not None else None, c.target,
+            plane = inputs.plane_of(image, zz)
+            job = ExplainJob(spec.name, plane, roi.mask if roi is not None else None, c.target,
                              cfg, label, pool=pool.build if pool is not None else None,
                              pool_key=pool.description if pool is not None else "",
                              geometry=inputs.explanation_geometry(image, zz)
                              | {"roi": roi.description if roi is not None else None},
-                             roi_name=roi_name, class_name=c.class_name)
+                             roi_name=roi_name, class_name=c.class_name,
+                             warnings=input_warnings(self.loaded.model.card, plane, tuple(image.scale[-2:])))
             run_id = job.run_id(self.loaded.model)
             if any(p.run_id == run_id for p in planned):
                 continue  # two identical shapes: one run

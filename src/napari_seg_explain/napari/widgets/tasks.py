@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from .controller import PlannedRun
 
 
-#: the stages of the built-in methods in the order they run (a method's stage list is not part of its spec): a
-#: stage found here is shown as "k/n stage"; every stage but the last may still revise ``Progress.total``.
-#: PdCR screens coarse blocks first in its hierarchical mode (3-D), so it has two stage lists.
-KNOWN_STAGES = (("screening", "estimating"), ("screening coarse blocks", "screening", "estimating"),
-                ("sufficient region", "minimal region"))
+def known_stages() -> tuple[tuple[str, ...], ...]:
+    """Every registered method's stage lists (``ExplainerSpec.stages``, in the order they run): a stage found here
+    is shown as "k/n stage"; every stage but the last may still revise ``Progress.total``. PdCR screens coarse
+    blocks first in its hierarchical mode (3-D), so it has two stage lists."""
+    from ...core.explainers import registry
+
+    return tuple(stages for spec in registry.specs() for stages in spec.stages)
 #: the speed behind the time left is measured over at most the last this many seconds of the current stage
 RATE_WINDOW_S = 5.0
 #: ... and over at least this many seconds (shorter: the previous stage's speed, or the one measured at load)
@@ -42,10 +44,11 @@ MIN_RATE_SPAN_S = 0.5
 
 
 def stage_of(stage: str, seen: "Iterable[str]" = ()) -> tuple[int, int] | None:
-    """``(k, n)`` of stage ``stage`` in the shortest list of :data:`KNOWN_STAGES` that holds it and every
+    """``(k, n)`` of stage ``stage`` in the shortest list of :func:`known_stages` that holds it and every
     known stage ``seen`` before it in the same job; None for a stage not listed there."""
-    seen = {s for s in seen if any(s in stages for stages in KNOWN_STAGES)}
-    fits = [stages for stages in KNOWN_STAGES if stage in stages and seen <= set(stages)]
+    known = known_stages()
+    seen = {s for s in seen if any(s in stages for stages in known)}
+    fits = [stages for stages in known if stage in stages and seen <= set(stages)]
     if not fits:
         return None
     stages = min(fits, key=len)
@@ -234,6 +237,8 @@ class Tasks:
     def _start(self, plans: list["PlannedRun"]) -> Any:
         self.dock.results_view.end_compare()  # new layers go into the viewer's own layout
         self.plans = plans
+        for w in dict.fromkeys(w for p in plans for w in p.job.warnings):  # e.g. input unlike the training data
+            notify_warning(w)
         targets = []
         for p in plans:
             rl = next((r for r in p.spec.layers if r.key == "map"), None)
@@ -305,7 +310,8 @@ class Tasks:
                                  f"{expl.provenance.get('forward_passes', 0):,} forward passes ({plan.label})"
                                  + (f"; the viewer now shows its slice {moved}" if moved is not None else ""))
         for w in expl.warnings:
-            notify_warning(w)
+            if w not in plan.job.warnings:  # those were shown when the run started
+                notify_warning(w)
         if plan.spec.summary is not None:
             notify_info(plan.spec.summary(expl))
 
