@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy import ndimage
 from torch import nn
 
 from napari_seg_explain.cli import main
@@ -102,15 +103,31 @@ def test_cli_roi_point_picks_the_segmented_structure(files, capsys):
     assert code == 2 and "segments no pixel of class 1" in capsys.readouterr().err
 
 
-def test_misure_3d_keeps_object_and_cue_and_drops_the_rest():
-    vol, _ = scene(object_value=0.45, context=0.2)
+def test_misure_3d_keeps_object_and_cue_and_drops_suppressor_and_the_rest():
+    """Logit 40 (x - 0.5) + 12 mean(cue) - 12 mean(suppressor), cue 0.4 (+4.8), suppressor 0.2 (-2.4). The object
+    (0.445: -2.2) is segmented only with nearly all of the cue (> 96 %); a shell beside it (0.435: -2.6) stays
+    unsegmented only with nearly all of the suppressor (> 92 %). A sufficient region need not keep the suppressor:
+    masking the shell away (MiSuRe multiplies every pixel by its mask) keeps the shell unsegmented more cheaply.
+    So the minimal region keeps the object and the cue, and drops the suppressor, the shell and everything else;
+    PdCR is the method that shows the suppressor (positive ATE, test above)."""
+    vol = np.zeros((N, N, N), np.float32)
+    vol[OBJ] = 0.445
+    shell = (slice(0, 8), slice(8, 16), slice(8, 12))
+    vol[shell] = 0.435
+    vol[CUE], vol[SUPP] = 0.4, 0.2
     card = ModelCard(name="cue3d", spatial_dims=3)
-    model = SegmentationModel(Cue3DModel(gain=40, cue_w=12, supp_w=0), card, device="cpu")
+    model = SegmentationModel(Cue3DModel(gain=40, cue_w=12, supp_w=12), card, device="cpu")
     expl = explain_misure(model, vol[None], None, 1, config=MiSuReConfig(kernel=3, param_size=24))
     sal = expl.map
     assert sal.shape == (N, N, N)
     assert (sal[OBJ] > 0).all() and (sal[CUE] > 0).all()
-    assert (sal[SUPP] == 0).all(), "the suppressor has no weight here: dropped"
+    assert (sal[SUPP] == 0).all(), "working against the object, the suppressor is not part of a sufficient region"
+    sr = expl.maps["sufficient_region"].astype(bool)
+    assert sr[CUE].all() and sr[SUPP].all(), "stage 1 had to grow over both to reproduce the prediction"
+    kept = np.zeros_like(sal, bool)
+    kept[OBJ] = kept[CUE] = True
+    assert (sal[~ndimage.binary_dilation(kept)] == 0).sum() >= (~ndimage.binary_dilation(kept)).sum() - 32, \
+        "nothing but a thin rim away from the object and the cue"
     assert expl.stats["dice_explained"] > 0.9 and expl.stats["dilations"] >= 1
 
 
