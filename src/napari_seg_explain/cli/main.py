@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         if spec.name not in FIXED_COMMANDS:
             add_method_parser(sub, spec, flags, spec.name)
 
-    sub.add_parser("napari", parents=flags,
-                   help="open napari with the sample scan, the sample model and the plugin docked"
-                   ).set_defaults(func=cmd_napari)
+    nap = sub.add_parser("napari", parents=flags,
+                         help="open napari with the sample scan, the sample model and the plugin docked")
+    nap.add_argument("--3d", dest="three_d", action="store_true",
+                     help="the 3-D sample: the 3 mm scan and label and the 3-D sample model")
+    nap.set_defaults(func=cmd_napari)
     demo = sub.add_parser("demo", parents=flags,
                           help="segment a sample slice, explain a RoI with PdCR and MiSuRe, write a figure")
     demo.add_argument("-o", "--output", default="seg-explain-demo", help="output folder")
@@ -124,7 +126,7 @@ def cmd_napari(args: argparse.Namespace) -> dict[str, Any]:
         from ..napari.launch import main as launch
     except ImportError as exc:
         raise UserError(f"napari cannot start here ({exc}); install a Qt binding: pip install 'napari[pyqt6]'") from exc
-    launch()
+    launch(three_d=bool(getattr(args, "three_d", False)))
     return {"command": "napari"}
 
 

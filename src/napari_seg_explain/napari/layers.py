@@ -147,12 +147,20 @@ def roi_outline(roi: np.ndarray) -> list[tuple[np.ndarray, str]]:
 
 def roi_layer_data(roi: np.ndarray, geom: SliceGeometry, name: str) -> LayerDataTuple:
     """The RoI outline as a Shapes layer tuple (lime edge, no face) at the explained slice."""
-    shapes = roi_outline(roi)
-    data = []
-    for verts, _ in shapes:
-        if geom.is_volume:
-            verts = np.column_stack([np.full(len(verts), float(geom.slice_index)), verts])
-        data.append(verts)
+    roi = np.asarray(roi)
+    if geom.whole:  # a 3-D RoI (rows, cols, slices): its outline on every slice it covers
+        shapes, data = [], []
+        for k in np.flatnonzero(roi.any(axis=(0, 1))):
+            for verts, t in roi_outline(roi[..., k]):
+                shapes.append((verts, t))
+                data.append(np.column_stack([np.full(len(verts), float(k)), verts]))
+    else:
+        shapes = roi_outline(roi)
+        data = []
+        for verts, _ in shapes:
+            if geom.is_volume:
+                verts = np.column_stack([np.full(len(verts), float(geom.slice_index)), verts])
+            data.append(verts)
     kwargs = {"name": name, "shape_type": [t for _, t in shapes], "edge_color": ROI_COLOR,
               "face_color": "transparent", "edge_width": max(0.5, min(geom.plane_shape) / 200),
               "opacity": 1.0, "ndim": len(geom.shape)} | geom.layer_kwargs()
@@ -181,7 +189,14 @@ def result_layer_data(rl: "ResultLayer", arr: np.ndarray, geom: SliceGeometry, n
     plane = np.asarray(arr, dtype=np.float32)
     fill = np.nan if rl.style == "diverging" else 0.0
     return (geom.place(plane, fill, np.float32),
-            {"name": name, "metadata": metadata} | image_style(rl.style, plane) | geom.layer_kwargs(), "image")
+            {"name": name, "metadata": metadata} | image_style(rl.style, plane) | volume_style(geom)
+            | geom.layer_kwargs(), "image")
+
+
+def volume_style(geom: SliceGeometry) -> dict[str, Any]:
+    """A whole-volume map in napari's 3-D view: ``translucent`` rendering (each voxel's colour and opacity
+    accumulate along the ray, so depth shows; napari's default, maximum intensity, would hide negative values)."""
+    return {"rendering": "translucent"} if geom.whole else {}
 
 
 def explanation_layer_data(expl: "Explanation", geom: SliceGeometry, label: str | None = None
@@ -210,7 +225,8 @@ def stream_layer_data(rl: "ResultLayer", plane: np.ndarray, geom: SliceGeometry,
     plane = np.asarray(plane, dtype=np.float32)
     style = rl.style if rl.style in ("diverging", "saliency") else "diverging"
     return (geom.place(plane, np.nan, np.float32),
-            {"name": name, "metadata": md} | image_style(style, plane) | geom.layer_kwargs(), "image")
+            {"name": name, "metadata": md} | image_style(style, plane) | volume_style(geom) | geom.layer_kwargs(),
+            "image")
 
 
 def segmentation_layer_data(labels: np.ndarray, geom: SliceGeometry, name: str,
@@ -264,7 +280,7 @@ def show_colorbar(layer: "Layer") -> bool:
 
 
 _STYLE_KEYS = ("axis_labels", "units", "metadata", "colormap", "contrast_limits", "blending", "opacity",
-               "interpolation2d")
+               "interpolation2d", "rendering")
 
 
 def update_layer(layer: "Layer", layer_data: LayerDataTuple) -> bool:

@@ -60,6 +60,9 @@ class SliceGeometry:
     rotate: tuple[tuple[float, ...], ...] | None = None
     shear: tuple[float, ...] | None = None
     affine: tuple[tuple[float, ...], ...] | None = None
+    # a 3-D model's result: the whole volume, given in the core's display order (rows, cols, slices) and
+    # placed into (slices, rows, cols); ``slice_index`` is then the slice the viewer is brought to (the RoI's)
+    whole: bool = False
 
     def __post_init__(self) -> None:
         if len(self.shape) not in (2, 3):
@@ -69,10 +72,13 @@ class SliceGeometry:
                 raise ValueError(f"slice_index {self.slice_index} is not a slice of a volume of shape {self.shape}")
         elif self.slice_index not in (None, 0):
             raise ValueError(f"slice_index {self.slice_index} given for a 2-D layer")
+        if self.whole and len(self.shape) != 3:
+            raise ValueError("a whole-volume result needs a (slices, rows, cols) layer")
 
     @classmethod
-    def from_layer(cls, layer: "Layer", slice_index: int | None = None) -> "SliceGeometry":
-        """Geometry of an image (or labels) layer; ``slice_index`` is required for volume layers."""
+    def from_layer(cls, layer: "Layer", slice_index: int | None = None, whole: bool = False) -> "SliceGeometry":
+        """Geometry of an image (or labels) layer; ``slice_index`` is required for volume layers; ``whole``: a
+        3-D model's whole-volume result."""
         shape = tuple(int(s) for s in layer.data.shape)
         if getattr(layer, "rgb", False):
             shape = shape[:-1]
@@ -84,7 +90,7 @@ class SliceGeometry:
         return cls(shape=shape, slice_index=int(slice_index) if ndim == 3 else None,
                    scale=tf["scale"], translate=tf["translate"], axis_labels=labels, units=units,
                    source_layer=layer.name, source_metadata=dict(meta) if isinstance(meta, dict) else {},
-                   rotate=_matrix(tf["rotate"]), shear=tf["shear"], affine=_matrix(tf["affine"]))
+                   rotate=_matrix(tf["rotate"]), shear=tf["shear"], affine=_matrix(tf["affine"]), whole=bool(whole))
 
     @staticmethod
     def plane_shape_of(layer: "Layer") -> tuple[int, int]:
@@ -100,9 +106,20 @@ class SliceGeometry:
     def plane_shape(self) -> tuple[int, int]:
         return (int(self.shape[-2]), int(self.shape[-1]))
 
+    @property
+    def result_shape(self) -> tuple[int, ...]:
+        """The shape of the results :meth:`place` takes: the plane, or the volume in display order
+        ``(rows, cols, slices)`` for a whole-volume result."""
+        return (*self.shape[1:], self.shape[0]) if self.whole else self.plane_shape
+
     def place(self, plane: np.ndarray, fill: float | int = np.nan, dtype: Any = None) -> np.ndarray:
         """The 2-D ``plane`` in a layer-shaped array (``fill`` elsewhere); a copy for 2-D layers."""
         plane = np.asarray(plane)
+        if self.whole:
+            if plane.shape != self.result_shape:
+                raise ValueError(f"a result of shape {plane.shape} does not fit the volume {self.result_shape} "
+                                 "(rows, cols, slices)")
+            return np.array(np.moveaxis(plane, -1, 0), dtype=dtype or plane.dtype, copy=True)
         if plane.shape != self.plane_shape:
             raise ValueError(f"a result of shape {plane.shape} does not fit the layer's plane {self.plane_shape}")
         dtype = dtype or plane.dtype
@@ -131,7 +148,8 @@ class SliceGeometry:
         return _jsonable({"shape": list(self.shape), "slice_index": self.slice_index, "scale": self.scale,
                           "translate": self.translate, "rotate": self.rotate, "shear": self.shear,
                           "affine": self.affine, "axis_labels": self.axis_labels, "units": self.units,
-                          "source_layer": self.source_layer, "source_metadata": self.source_metadata})
+                          "source_layer": self.source_layer, "source_metadata": self.source_metadata,
+                          "whole": self.whole})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SliceGeometry":
@@ -141,4 +159,4 @@ class SliceGeometry:
                    scale=tup(d.get("scale")), translate=tup(d.get("translate")), axis_labels=tup(d.get("axis_labels")),
                    units=tup(d.get("units")), source_layer=d.get("source_layer", ""),
                    source_metadata=dict(d.get("source_metadata") or {}), rotate=mat(d.get("rotate")),
-                   shear=tup(d.get("shear")), affine=mat(d.get("affine")))
+                   shear=tup(d.get("shear")), affine=mat(d.get("affine")), whole=bool(d.get("whole", False)))

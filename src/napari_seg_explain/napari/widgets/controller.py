@@ -47,6 +47,7 @@ class Choices:
     pool_folder: str = ""
     exclude: int = 5
     values: dict[str, Any] = field(default_factory=dict)
+    roi_slices: int = 2  # 3-D models: a shape drawn on slice z is the RoI on slices z - k .. z + k
 
 
 @dataclass
@@ -124,6 +125,74 @@ class Controller:
         indices = range(len(layer.data)) if c.every_shape and len(layer.data) else [inputs.pick_shape_index(layer)]
         return [(inputs.roi_from_shapes(self.viewer, layer, image, z, i), f"{layer.name} {i + 1}") for i in indices]
 
+    def is_3d(self, image: "Layer | None") -> bool:
+        """A 3-D model on a volume layer: Run explains the whole volume (:meth:`plan_3d`)."""
+        return (self.loaded is not None and self.loaded.model.card.spatial_dims == 3 and image is not None
+                and inputs.spatial_ndim(image) == 3 and inputs.is_volume(image))
+
+    def rois_3d(self, spec: "ExplainerSpec", c: Choices, image: "Layer") -> list[tuple[inputs.RoI | None, str]]:
+        """3-D RoIs (display order): shapes extruded over ± ``c.roi_slices`` slices, or a Labels layer's voxels."""
+        if not c.roi:
+            if spec.uses("roi"):
+                raise UserError(f"{spec.title} needs a RoI: press 'Draw RoI' and draw a rectangle over the "
+                                "structure on one slice (it covers that slice ± 'RoI slices'), or choose a "
+                                "Labels layer painted across slices")
+            return [(None, NO_ROI_NAME)]
+        layer = self.layer(c.roi)
+        if layer is None:
+            raise UserError(f"the RoI layer {c.roi!r} no longer exists")
+        if L.layer_kind(layer) != "shapes":
+            return [(inputs.roi_volume_from_labels(layer, image), layer.name)]
+        indices = range(len(layer.data)) if c.every_shape and len(layer.data) else [inputs.pick_shape_index(layer)]
+        return [(inputs.roi_volume_from_shapes(self.viewer, layer, image, int(c.roi_slices), i),
+                 f"{layer.name} {i + 1}") for i in indices]
+
+    def plan_3d(self, c: Choices, image: "Layer") -> list[PlannedRun]:
+        """A 3-D model's jobs: the whole volume in display order through the core's ``volume_context`` (model
+        voxel order, context box, pool fallback); results come back full-volume in display order and go into
+        ``(slices, rows, cols)`` layers (``SliceGeometry.whole``). The view is not checked: the 3-D view works."""
+        from ...core.compat import input_warnings
+        from ...core.explainers import registry
+        from ...core.job_inputs import volume_context
+        from ...core.jobs import ExplainJob
+        from ...core.orient import reorder_for
+
+        spec = registry.get(c.method)
+        if c.target < 0:
+            raise UserError("choose the class to explain")
+        cfg = self.config(spec, c.values)
+        model = self.loaded.model
+        vol = inputs.volume_of(image)
+        core = inputs.core_image(image, vol)
+        reorder = reorder_for(core, model.card.orientation)
+        gt = None
+        if c.ground_truth and spec.uses("label"):
+            gt = self.layer(c.ground_truth)
+            if gt is None:
+                raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+        planned: list[PlannedRun] = []
+        for roi, roi_name in self.rois_3d(spec, c, image):
+            label = inputs.label_volume(gt, image, c.target) if gt is not None else None
+            warnings = input_warnings(model.card, vol, tuple(float(s) for s in core.spacing))
+            recipe, pool_desc = (pools.volume_pool(c.pool, self.viewer, image, c.pool_folder.strip(), reorder)
+                                 if spec.uses("pool") else (None, ""))
+            arr, mask, lab, pool, box = volume_context(model, core, vol, roi.mask if roi is not None else None, label,
+                                                       recipe, spec.uses("pool"), getattr(cfg, "patch", 8), warnings)
+            desc = roi.description if roi is not None else "the whole volume"
+            z = roi.slice_index if roi is not None else inputs.current_slice(self.viewer, image, check_view=False)
+            job = ExplainJob(spec.name, arr, mask, c.target, cfg, lab, pool=pool,
+                             pool_key=pool_desc if recipe is not None else "",
+                             geometry=inputs.explanation_geometry(image, None) | {"roi": desc},
+                             roi_name=roi_name, class_name=c.class_name, warnings=warnings, **box)
+            run_id = job.run_id(model)
+            if any(p.run_id == run_id for p in planned):
+                continue  # two identical shapes: one run
+            base = f"{roi_name}{L.SEP}{c.class_name}" if c.class_name else roi_name
+            run_label = self.runs.label_for(run_id, spec.name, base, {p.label for p in planned})
+            planned.append(PlannedRun(job, L.SliceGeometry.from_layer(image, z, whole=True), run_id, run_label,
+                                      desc, None))
+        return planned
+
     def plan(self, c: Choices) -> list[PlannedRun]:
         """The jobs of a Run (GUI thread: copies and rasterisation only); raises UserError with advice."""
         from ...core.compat import input_warnings
@@ -131,6 +200,8 @@ class Controller:
         from ...core.jobs import ExplainJob
 
         image = self.checked_image(c.image)
+        if self.is_3d(image):
+            return self.plan_3d(c, image)
         z = inputs.current_slice(self.viewer, image)  # raises when the viewer does not show a 2-D slice
         spec = registry.get(c.method)
         if c.target < 0:
@@ -168,7 +239,7 @@ class Controller:
         """The slices of a volume a Run would explain (a shape drawn on a slice explains that slice, other RoIs
         the slice shown), without rasterising any RoI; ``[]`` for a 2-D image or when the inputs are not ready."""
         image = self.layer(c.image)
-        if image is None or not inputs.is_volume(image):
+        if image is None or not inputs.is_volume(image) or self.is_3d(image):
             return []
         try:
             z = inputs.current_slice(self.viewer, image)
@@ -206,6 +277,8 @@ class Controller:
         where = ""
         try:
             inputs.check_image_layer(image)
+            if self.is_3d(image):
+                return self.estimate_3d(c)
             z = inputs.current_slice(self.viewer, image)
             spec = registry.get(c.method)
             plane_shape = L.SliceGeometry.plane_shape_of(image)
@@ -234,7 +307,23 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - the estimate must never break the widget
             return Estimate(f"Cost: no estimate ({type(exc).__name__})")
 
+    def estimate_3d(self, c: Choices) -> Estimate:
+        """The cost line of a 3-D model: the jobs' upper bound of forward passes on their context boxes."""
+        plans = self.plan_3d(c, self.layer(c.image))
+        if not plans:
+            return Estimate("Cannot run yet: nothing to explain")
+        spec = plans[0].spec
+        box = tuple(plans[0].job.image.shape[1:])
+        what = f"3-D: the whole volume, a {'x'.join(map(str, box))} context box around the RoI"
+        if spec.estimate is None:
+            return Estimate(f"{what}. Cost: {spec.title} gives no estimate.", ok=True)
+        passes = sum(int(spec.estimate(p.job.config, p.job.roi if p.job.roi is not None else box)) for p in plans)
+        runs = f"{len(plans)} runs, " if len(plans) > 1 else ""
+        return Estimate(f"{what}. Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'} of one "
+                        f"box each on {self.loaded.model.device.type}.", float("nan"), passes, [], ok=True)
+
     def estimate_text(self, c: Choices) -> str:
+
         """The text of :meth:`estimate`."""
         return self.estimate(c).text
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 ALIASES = {"model_section": ("model_path", "card_path", "device", "load_button", "sample_button", "model_summary",
                              "cpu_note"),
            "image_section": ("image_combo", "slice_label", "window_combo", "segment_scope", "segment_button"),
-           "explain_section": ("method", "target", "roi_combo", "every_shape", "gt_combo", "pool_combo",
+           "explain_section": ("method", "target", "roi_combo", "every_shape", "roi_slices", "gt_combo", "pool_combo",
                                "pool_folder", "exclude", "advanced", "estimate_label", "run_button",
                                "cancel_button", "keep_partial", "progress", "progress_label"),
            "runs_section": ("stats_panel", "runs_list", "canvas_colorbar", "save_button", "open_button")}
@@ -172,8 +172,9 @@ class SegExplainWidget(QWidget):
         return self.controller.layer(self.image_combo.currentText())
 
     def update_slice_label(self) -> None:
-        self.slice_label.setText(slice_text(self.viewer, self.image_layer(),
-                                            self.controller.explained_slices(self.choices())))
+        image = self.image_layer()
+        self.slice_label.setText(slice_text(self.viewer, image, self.controller.explained_slices(self.choices()),
+                                            three_d=self.controller.is_3d(image)))
 
     def image_changed(self) -> None:
         self.update_slice_label()
@@ -255,7 +256,8 @@ class SegExplainWidget(QWidget):
                        roi="" if roi in ("", NO_ROI) else roi, every_shape=self.every_shape.isChecked(),
                        target=int(self.target.currentIndex()), class_name=self.target.currentText(),
                        ground_truth="" if gt in ("", NO_GT) else gt, pool=ex.pool_choice(),
-                       pool_folder=self.pool_folder.text(), exclude=int(self.exclude.value()), values=ex.values())
+                       pool_folder=self.pool_folder.text(), exclude=int(self.exclude.value()), values=ex.values(),
+                       roi_slices=int(self.roi_slices.value()))
 
     def gather(self) -> list["PlannedRun"]:
         """The runs the Run button would start (GUI thread); raises UserError with advice."""

@@ -257,3 +257,78 @@ def explanation_geometry(image: "Image", z: int | None) -> dict[str, Any]:
             "slice_axis": file_axis, "layer_slice_axis": 0 if z is not None else None,
             "scale": [float(s) for s in image.scale], "translate": [float(t) for t in image.translate]}
     return out
+
+
+# ------------------------------------------------------------------------------------- 3-D models
+# A 3-D model explains the whole volume: arrays go to the core in its display order (rows, cols, slices), i.e.
+# ``np.moveaxis(layer.data, 0, -1)``; results come back in that order (SliceGeometry.whole places them).
+
+
+def volume_of(layer: "Image") -> np.ndarray:
+    """The volume layer ``(slices, rows, cols)`` as the core's ``(1, rows, cols, slices)`` float32 array."""
+    if spatial_ndim(layer) != 3 or getattr(layer, "rgb", False):
+        raise UserError(f"the model is 3-D: choose a (slices, rows, cols) volume, not {layer.name!r} "
+                        f"{tuple(layer.data.shape)}")
+    return np.array(np.moveaxis(np.asarray(layer.data), 0, -1)[None], dtype=np.float32)
+
+
+def core_image(layer: "Image", arr: np.ndarray):
+    """A core ``Image`` of the volume ``arr`` (display order) with the layer's source geometry when the plugin's
+    reader opened it (so that a card's ``orientation: file`` reorders it to the file's voxel order), else an
+    identity affine at the layer's scale (display order = model order)."""
+    from ...core.images import Image as CoreImage
+    from ..geometry import image_from_metadata
+
+    meta = layer.metadata.get("seg_explain") if isinstance(layer.metadata, dict) else None
+    if isinstance(meta, dict) and meta.get("spatial_shape") is not None and meta.get("affine") is not None:
+        img = image_from_metadata(meta)
+        if tuple(img.data.shape[1:]) == tuple(arr.shape[1:]):
+            return img
+    spacing = tuple(float(s) for s in layer.scale[[1, 2, 0]])
+    return CoreImage(arr, spacing, np.diag([*spacing, 1.0]), None)
+
+
+def extruded(mask2d: np.ndarray, z: int, k: int, n: int) -> np.ndarray:
+    """A plane's RoI mask on slices ``z - k .. z + k`` (clipped to ``0 .. n - 1``) as a display-order volume
+    ``(rows, cols, slices)``."""
+    out = np.zeros((*mask2d.shape, n), dtype=bool)
+    out[..., max(0, z - k): min(n, z + k + 1)] = np.asarray(mask2d, bool)[..., None]
+    return out
+
+
+def roi_volume_from_shapes(viewer: "napari.Viewer", shapes: "Shapes", image: "Image", k: int,
+                           index: int | None = None) -> RoI:
+    """A 3-D RoI: shape ``index`` (drawn on one slice) extruded over that slice ± ``k``; the mask is in display
+    order ``(rows, cols, slices)``, ``slice_index`` is the slice it was drawn on."""
+    z_shown = current_slice(viewer, image, check_view=False)
+    roi = roi_from_shapes(viewer, shapes, image, z_shown, index)
+    z = int(roi.slice_index)
+    n = int(image.data.shape[0])
+    lo, hi = max(0, z - k), min(n - 1, z + k)
+    what = f" on slice {z}" if k == 0 else f" on slices {lo}..{hi} (drawn on {z}, ± {k})"
+    return RoI(extruded(roi.mask, z, k, n), z, roi.description.replace(f" on slice {z}", "") + what)
+
+
+def roi_volume_from_labels(labels: "Labels", image: "Image") -> RoI:
+    """A 3-D RoI: the non-zero voxels of ``labels`` on every slice (display order); ``slice_index`` is the
+    middle of the slices it covers."""
+    data = np.asarray(labels.data)
+    if data.shape != tuple(image.data.shape):
+        raise UserError(f"the RoI layer {labels.name!r} has shape {data.shape} but the image {image.name!r} is "
+                        f"{tuple(image.data.shape)}; pick a Labels layer drawn on this image")
+    if not data.any():
+        raise UserError(f"the Labels layer {labels.name!r} has no painted voxel: paint the RoI, or use a Shapes layer")
+    zs = np.flatnonzero(data.any(axis=(1, 2)))
+    desc = f"non-zero voxels of {labels.name!r} (slices {zs.min()}..{zs.max()})"
+    return RoI(np.moveaxis(data != 0, 0, -1), int((zs.min() + zs.max()) // 2), desc)
+
+
+def label_volume(labels: "Labels", image: "Image", target: int) -> np.ndarray:
+    """Ground truth of class ``target`` on the whole volume, display order (as :func:`label_plane`)."""
+    data = np.asarray(labels.data)
+    if data.shape != tuple(image.data.shape):
+        raise UserError(f"the ground-truth layer {labels.name!r} has shape {data.shape} but the image "
+                        f"{image.name!r} is {tuple(image.data.shape)}; pick a Labels layer drawn on this image")
+    values = np.unique(data)
+    out = (data == target) if np.setdiff1d(values, [0, 1]).size else (data != 0)
+    return np.moveaxis(out.astype(np.uint8), 0, -1)

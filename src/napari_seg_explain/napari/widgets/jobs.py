@@ -189,7 +189,8 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
         try:
             while True:
                 ev = next(gen)
-                yield RunProgress(k, Progress(ev.done, ev.total, tag + ev.stage, ev.message, ev.partial))
+                yield RunProgress(k, Progress(ev.done, ev.total, tag + ev.stage, ev.message,
+                                              partial_to_full(job, ev.partial)))
         except StopIteration as stop:
             expl = stop.value
         finally:
@@ -198,6 +199,22 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
         yield RunDone(k, expl, layers)
         out.append(expl)
     return out
+
+
+def partial_to_full(job: "ExplainJob", partial: np.ndarray | None) -> np.ndarray | None:
+    """A 3-D job's partial map (its context box, in the model's voxel order, as the method yields it) as the
+    whole volume in display order (NaN outside the box), as ``ExplainJob`` gives the final map; 2-D jobs'
+    partial maps pass unchanged."""
+    if partial is None or (job.crop is None and job.reorder is None):
+        return partial
+    a = np.asarray(partial, dtype=np.float32)
+    if job.crop is not None:
+        if a.shape != tuple(s.stop - s.start for s in job.crop):
+            return None  # not a map of the box: not streamed
+        out = np.full(job.full_shape, np.nan, dtype=np.float32)
+        out[job.crop] = a
+        a = out
+    return job.reorder.display(a) if job.reorder is not None else a
 
 
 # ----------------------------------------------------------------------------------- cost estimate

@@ -135,3 +135,44 @@ def _other_images(viewer: "napari.Viewer", image: "Image") -> list["Image"]:
 
     return [lay for lay in viewer.layers if isinstance(lay, ImageLayer) and lay.name != image.name
             and not is_result_layer(lay) and spatial_ndim(lay) in (2, 3)]
+
+
+def volume_pool(choice: str, viewer: "napari.Viewer", image: "Image", folder: str = "",
+                reorder: Any = None) -> tuple[Any, str]:
+    """A 3-D model's pool: ``(recipe, description)``, the recipe ``None`` for crops of the explained volume itself
+    (the core's recorded fallback; also what 'other slices of this volume' means for a 3-D model). Other open
+    volume layers are put in the model's voxel order with ``reorder`` (the explained volume's)."""
+    if choice in (POOL_VOLUME, POOL_SELF):
+        return None, "the explained volume itself"
+    if choice == POOL_LAYERS:
+        others = [lay for lay in _other_images(viewer, image) if spatial_ndim(lay) == 3 and not lay.rgb
+                  and n_slices(lay) > 1]
+        if not others:
+            raise UserError("there is no other open volume to draw replacement cubes from (the plugin's result "
+                            "layers do not count): open other volumes, or choose another Pool")
+        data = [lay.data for lay in others]
+        desc = f"volume layers {', '.join(repr(lay.name) for lay in others)}"
+
+        def build(model: "SegmentationModel", block: Any) -> "TilePool":
+            from ...core.perturb.pools import pool_from_arrays
+
+            vols = [np.moveaxis(np.asarray(d, dtype=np.float32), 0, -1)[None] for d in data]
+            if reorder is not None:
+                vols = [reorder.channels(v) for v in vols]
+            return pool_from_arrays(model, vols, block, source=desc)
+
+        return build, desc
+    if choice == POOL_FOLDER:
+        if not folder or not Path(folder).is_dir():
+            raise UserError(f"the Pool folder {folder!r} is not a folder: choose a folder of volumes (NIfTI, ...) "
+                            "with the button next to it")
+        meta = image.metadata.get("seg_explain") if isinstance(image.metadata, dict) else None
+        source = (meta or {}).get("source")
+
+        def build_folder(model: "SegmentationModel", block: Any) -> "TilePool":
+            from ...core.perturb.pools import pool_from_paths
+
+            return pool_from_paths(model, [folder], block, exclude_source=source)
+
+        return build_folder, f"volumes in {folder}"
+    raise UserError(f"unknown perturbation pool {choice!r}")

@@ -89,7 +89,9 @@ class Streamer:
             target = self.targets[self.index] if 0 <= self.index < len(self.targets) else None
             if partial is None or layer is None or target is None or layer not in self.viewer.layers:
                 return
-            if target.geom.is_volume:
+            if target.geom.whole:  # a 3-D model's whole-volume map (display order)
+                layer.data[...] = np.moveaxis(partial, -1, 0)
+            elif target.geom.is_volume:
                 layer.data[target.geom.slice_index] = partial
             else:
                 layer.data[...] = partial
@@ -106,7 +108,7 @@ class Streamer:
         self.index, self._backup, self._pending = index, None, None
         target = self.targets[index]
         assert target is not None
-        fresh = L.stream_layer_data(target.layer, np.full(target.geom.plane_shape, np.nan, np.float32),
+        fresh = L.stream_layer_data(target.layer, np.full(target.geom.result_shape, np.nan, np.float32),
                                     target.geom, target.name + L.STREAM_SUFFIX, target.method, target.run_id)
         data, kwargs, _ = fresh
         old = target.existing

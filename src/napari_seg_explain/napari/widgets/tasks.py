@@ -158,6 +158,8 @@ class Tasks:
         fill_combo(self.dock.target, names, names[1] if len(names) > 1 else None)
         if len(names) > 1:
             self.dock.target.setCurrentIndex(1)
+        self.dock.explain_section.show_roi_slices(info.model.card.spatial_dims == 3)
+        self.dock.update_slice_label()
         notify_info(f"Model {info.model.name!r} loaded on {info.model.device}")
         self.dock.schedule_estimate()
 
@@ -183,7 +185,8 @@ class Tasks:
         d = self.dock
         try:
             image = self.controller.checked_image(d.image_combo.currentText())
-            whole = inputs.spatial_ndim(image) == 3 and d.image_section.whole_volume()
+            whole = inputs.spatial_ndim(image) == 3 and (d.image_section.whole_volume()
+                                                          or self.controller.is_3d(image))  # 3-D: the volume
             # the whole volume does not depend on the view; the current slice must be the one shown
             z = inputs.current_slice(self.viewer, image, check_view=not whole)
         except UserError as exc:

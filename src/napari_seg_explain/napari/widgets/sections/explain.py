@@ -79,6 +79,14 @@ class ExplainSection(Section):
                                     "number), one after the other in one job")
         self.every_shape.toggled.connect(on_change)
         self.form.addRow(self.every_shape)
+        self.roi_slices = QSpinBox()
+        self.roi_slices.setRange(0, 100)
+        self.roi_slices.setValue(2)
+        self.roi_slices.setToolTip("3-D models: a shape drawn on slice z is the RoI on slices z - k .. z + k (its "
+                                   "mask on every slice of the range); a Labels layer gives its voxels on all slices")
+        self.roi_slices.valueChanged.connect(on_change)
+        self.form.addRow("RoI slices ±", self.roi_slices)
+        self.form.setRowVisible(self.roi_slices, False)
 
         self.gt_combo = QComboBox()
         self.gt_combo.setToolTip(GT_TIP)
@@ -208,6 +216,10 @@ class ExplainSection(Section):
             self.pool_folder.setText(path)
 
     # ------------------------------------------------------------------------------- progress
+    def show_roi_slices(self, on: bool) -> None:
+        """The 'RoI slices ±' row: shown for 3-D models only."""
+        self.form.setRowVisible(self.roi_slices, bool(on))
+
     def show_estimate(self, text: str, ok: bool) -> None:
         """The cost line; orange when the Run would stop (it says why and which control to change)."""
         self.estimate_label.setStyleSheet("" if ok else f"color: {WARN};")

@@ -22,7 +22,8 @@ SCOPE_VOLUME = "whole volume"
 WARN = "#e8a33d"  # orange: something the user should notice before Run
 
 
-def slice_text(viewer: "napari.Viewer", image: "Layer | None", explained: Sequence[int] | None = None) -> str:
+def slice_text(viewer: "napari.Viewer", image: "Layer | None", explained: Sequence[int] | None = None,
+               three_d: bool = False) -> str:
     """The line under the image: 2-D or the slice shown, the size (in mm when known), the orientation.
 
     ``explained``: the slices a Run would explain (a RoI drawn on a slice explains that slice); when they are
@@ -30,6 +31,11 @@ def slice_text(viewer: "napari.Viewer", image: "Layer | None", explained: Sequen
     """
     if image is None:
         return "Open an image (File > Open, or File > Open Sample > Segmentation Explainer)."
+    if three_d:  # a 3-D model explains the whole volume, in any view
+        meta3 = (image.metadata or {}).get("seg_explain", {})
+        conv3 = meta3.get("convention", "orientation unknown (no geometry in this layer)")
+        return (f"volume {tuple(image.data.shape)}: the 3-D model explains the whole volume (a context box around "
+                f"the RoI), in the 2-D or 3-D view · {conv3}")
     try:
         z = inputs.current_slice(viewer, image)
     except UserError as exc:

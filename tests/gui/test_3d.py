@@ -1,0 +1,74 @@
+"""3-D models in napari: the 3 mm sample volume, the 3-D sample model, a rectangle drawn on one slice and
+extruded over 5 slices, a 3-D PdCR run in napari's 3-D view, and its map placed back over the whole volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import yaml
+
+from gui_helpers import wait_idle
+
+K = 2  # RoI slices ± 2: 5 slices
+
+
+def _white_matter_square(label: np.ndarray, slices: list[int], size: int = 4) -> tuple[int, int, int]:
+    """(z, row, col) of a size x size square that is white matter on slices z - K .. z + K, z held out."""
+    for z in slices:
+        if z - K < min(slices) or z + K > max(slices):
+            continue
+        slab = label[z - K: z + K + 1] != 0
+        for r in range(label.shape[1] - size):
+            for c in range(label.shape[2] - size):
+                if slab[:, r:r + size, c:c + size].all():
+                    return z, r, c
+    raise AssertionError("no white-matter square in the held-out slab")
+
+
+def test_3d_pdcr_run_on_the_3mm_sample(make_napari_viewer, qtbot):
+    from napari_seg_explain.core.sample import SAMPLE_CARD_3D, sample_path
+    from napari_seg_explain.napari.launch import prepare_viewer
+
+    viewer = make_napari_viewer()
+    widget = prepare_viewer(viewer, three_d=True)
+    wait_idle(qtbot, widget, 60000)
+    assert widget.loaded is not None and widget.loaded.model.card.spatial_dims == 3
+    scan, label = viewer.layers[0], viewer.layers[1]
+    assert scan.data.ndim == 3 and label.data.shape == scan.data.shape
+    assert widget.roi_slices.isVisibleTo(widget)  # shown for 3-D models only
+
+    held = yaml.safe_load(sample_path(SAMPLE_CARD_3D).read_text())["training"]["heldout_slices"]
+    z, r, c = _white_matter_square(np.asarray(label.data), held)
+    roi = viewer.layers["RoI"]
+    corners = np.array([[z, r - 0.5, c - 0.5], [z, r - 0.5, c + 3.5], [z, r + 3.5, c + 3.5], [z, r + 3.5, c - 0.5]])
+    roi.add(corners, shape_type="rectangle")
+    widget.roi_combo.setCurrentText("RoI")
+    widget.roi_slices.setValue(K)
+    widget.set_method("pdcr")
+    widget.param("screen").setValue(1)
+    widget.param("n").setValue(2)
+    widget.param("batch_size").setValue(0)
+    viewer.dims.ndisplay = 3  # a 3-D model runs in the 3-D view too
+    assert "Cost:" in widget.update_estimate() and "3-D" in widget.estimate_label.text()
+
+    plan, = widget.gather()
+    job = plan.job
+    assert job.crop is not None and tuple(job.image.shape[1:]) == (32, 32, 32)
+    box = np.zeros(job.full_shape, bool)
+    box[job.crop] = True
+    box = np.moveaxis(job.reorder.display(box), -1, 0)  # layer order (slices, rows, cols)
+
+    assert widget.run() is not None
+    wait_idle(qtbot, widget, 60000)
+    maps = [lay for lay in viewer.layers if lay.name.startswith("PdCR map")]
+    assert len(maps) == 1, [lay.name for lay in viewer.layers]
+    amap = np.asarray(maps[0].data)
+    assert amap.shape == scan.data.shape
+    np.testing.assert_allclose(maps[0].scale, scan.scale)
+    np.testing.assert_allclose(maps[0].translate, scan.translate)
+    assert maps[0].rendering == "translucent"
+    assert np.isnan(amap[z - K: z + K + 1, r:r + 4, c:c + 4]).all()  # the RoI, on all 5 slices
+    finite = np.isfinite(amap)
+    assert finite.any() and not (finite & ~box).any()  # values only inside the context box
+    outline = [lay for lay in viewer.layers if lay.name.startswith("PdCR RoI")]
+    assert outline and sorted({int(round(v[0, 0])) for v in outline[0].data}) == list(range(z - K, z + K + 1))
+    assert widget.runs_list.count() == 1 and len(widget.runs) == 1
