@@ -14,6 +14,7 @@ from napari_seg_explain.core.progress import drive
 from napari_seg_explain.core.rois import roi_from_box
 
 SMALL = {"pdcr": {"n": 6, "screen": 2}, "misure": {"iterations": 10}}
+SMALL_3D = {"pdcr": {"patch": 4}, "misure": {"param_size": 24}}  # added for the 24^3 3-D scene
 BUILTINS = sorted(SMALL)
 
 
@@ -26,7 +27,27 @@ def _cfg(name, **kw):
     return registry.get(name).config(**kw)
 
 
-def _setup(name):
+def _setup_3d(name):
+    """The same contract on a 3-D model (tests/core/test_explain_3d.py's planted cue and suppressor)."""
+    from test_explain_3d import Cue3DModel, scene
+
+    from napari_seg_explain.core.modelcard import ModelCard
+    from napari_seg_explain.core.rois import roi_from_bounds
+
+    vol, label = scene(object_value=0.45 if name == "misure" else None, context=0.2 if name == "misure" else 0.4)
+    net = Cue3DModel(gain=40, cue_w=12, supp_w=0) if name == "misure" else Cue3DModel()
+    model = SegmentationModel(net, ModelCard(name="cue3d", spatial_dims=3), device="cpu")
+    roi = roi_from_bounds(vol.shape, (8, 8, 8), (16, 16, 12))
+    extra = {}
+    if name == "pdcr":
+        levels = [np.full((1, 16, 16, 16), v, np.float32) for v in (0.0, 0.1, 0.2, 0.3, 0.35)]
+        extra = {"pool": pool_from_arrays(model, levels), "label": label}
+    return model, {"image": vol[None], "label": label}, roi, extra
+
+
+def _setup(name, dims=2):
+    if dims == 3:
+        return _setup_3d(name)
     sc = km.cue_scene(object_value=0.45 if name == "misure" else None, context=0.2 if name == "misure" else 0.4)
     net = km.CueModel(gain=40, cue_w=12, supp_w=0) if name == "misure" else km.CueModel()
     model = SegmentationModel(net, device="cpu")
@@ -39,9 +60,9 @@ def _setup(name):
     return model, sc, roi, extra
 
 
-def _run(name, batch_size=None, seed=0, progress=None):
-    model, sc, roi, extra = _setup(name)
-    kw = dict(SMALL[name], seed=seed)
+def _run(name, batch_size=None, seed=0, progress=None, dims=2):
+    model, sc, roi, extra = _setup(name, dims)
+    kw = dict(SMALL[name], seed=seed) | (SMALL_3D[name] if dims == 3 else {})
     if batch_size:
         kw["batch_size"] = batch_size
     img = sc["image"]
@@ -52,10 +73,11 @@ def _run(name, batch_size=None, seed=0, progress=None):
     return expl
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", BUILTINS)
-def test_shape_dtype_and_metadata(name):
-    expl = _run(name)
-    assert expl.map.shape == (64, 64) and expl.map.dtype == np.float32
+def test_shape_dtype_and_metadata(name, dims):
+    expl = _run(name, dims=dims)
+    assert expl.map.shape == ((64, 64) if dims == 2 else (24, 24, 24)) and expl.map.dtype == np.float32
     meta = expl.metadata()
     import json
 
@@ -66,9 +88,10 @@ def test_shape_dtype_and_metadata(name):
     assert meta["deviations"], "every deviation from the paper is recorded"
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", BUILTINS)
-def test_same_seed_same_map_and_batch_size_invariance(name):
-    maps = [_run(name, batch_size=bs).map for bs in (1, 2, 7)]
+def test_same_seed_same_map_and_batch_size_invariance(name, dims):
+    maps = [_run(name, batch_size=bs, dims=dims).map for bs in (1, 2, 7)]
     for m in maps[1:]:
         np.testing.assert_array_equal(np.nan_to_num(m, nan=-999), np.nan_to_num(maps[0], nan=-999))
 
@@ -79,14 +102,16 @@ def test_pdcr_different_seed_different_draws():
     assert not np.allclose(np.nan_to_num(a.map), np.nan_to_num(b.map)), "the seed must drive the draws"
 
 
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", BUILTINS)
-def test_progress_reaches_total_and_cancel_stops(name):
+def test_progress_reaches_total_and_cancel_stops(name, dims):
     events = []
-    expl = _run(name, progress=events.append)
+    expl = _run(name, progress=events.append, dims=dims)
     assert events and events[-1].done == events[-1].total == expl.stats["forward_passes"]
     assert all(e.done <= e.total for e in events)
-    model, sc, roi, extra = _setup(name)
-    gen = _gen(name, model, sc["image"], roi, config=_cfg(name, **SMALL[name], batch_size=1), **extra)
+    model, sc, roi, extra = _setup(name, dims)
+    gen = _gen(name, model, sc["image"], roi, config=_cfg(name, **SMALL[name], batch_size=1,
+                                                          **(SMALL_3D[name] if dims == 3 else {})), **extra)
     seen = []
     with pytest.raises(Cancelled):
         drive(gen, seen.append, cancel=lambda: len(seen) >= 2)
