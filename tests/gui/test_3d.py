@@ -26,6 +26,7 @@ def _white_matter_square(label: np.ndarray, slices: list[int], size: int = 4) ->
 
 def test_3d_pdcr_run_on_the_3mm_sample(make_napari_viewer, qtbot):
     from napari_seg_explain.core.sample import SAMPLE_CARD_3D, sample_path
+    from napari_seg_explain.napari import layers as L
     from napari_seg_explain.napari.launch import prepare_viewer
 
     viewer = make_napari_viewer()
@@ -66,6 +67,11 @@ def test_3d_pdcr_run_on_the_3mm_sample(make_napari_viewer, qtbot):
     np.testing.assert_allclose(maps[0].scale, scan.scale)
     np.testing.assert_allclose(maps[0].translate, scan.translate)
     assert maps[0].rendering == "translucent"
+    # NaN stays transparent in the 3-D view too: the volume colormap is clear at both ends, the limits widened
+    cmap = maps[0].colormap
+    assert cmap.map(np.array([0.0, 1.0]))[:, 3].max() == 0 and cmap.map(np.array([0.01]))[0, 3] > 0.9
+    lim = np.nanmax(np.abs(amap))
+    assert maps[0].contrast_limits[1] > lim and np.isclose(maps[0].contrast_limits[1], L.volume_limit(lim))
     assert np.isnan(amap[z - K: z + K + 1, r:r + 4, c:c + 4]).all()  # the RoI, on all 5 slices
     finite = np.isfinite(amap)
     assert finite.any() and not (finite & ~box).any()  # values only inside the context box

@@ -50,6 +50,33 @@ def diverging_colormap() -> "Colormap":
     )
 
 
+#: whole-volume maps (3-D models): napari's volume rendering draws NaN at the colormap's low end, so their
+#: colormap is transparent at both ends and their contrast limits are widened so that ±L fall just inside
+VOLUME_EDGE = 0.002
+
+
+@lru_cache(maxsize=None)
+def volume_diverging_colormap() -> "Colormap":
+    """:func:`diverging_colormap` with transparent ends: a whole-volume map's NaN (outside the context box, on
+    the RoI) stays transparent in napari's 3-D view; use it with :func:`volume_limit`."""
+    from napari.utils.colormaps import Colormap
+
+    c = DIVERGING_COLORS
+    clear = (1.0, 1.0, 1.0, 0.0)
+    e = VOLUME_EDGE
+    return Colormap(
+        colors=[clear, c["strong_support"], c["weak_support"], clear, clear, c["weak_against"],
+                c["strong_against"], clear],
+        controls=[0.0, e, 0.5 - _CENTRE, 0.5 - _CENTRE / 2, 0.5 + _CENTRE / 2, 0.5 + _CENTRE, 1.0 - e, 1.0],
+        name="seg_explain_diverging_volume", display_name="diverging, volume (red supports, blue works against)",
+    )
+
+
+def volume_limit(lim: float) -> float:
+    """The contrast limit that puts ``±lim`` on the opaque ends of :func:`volume_diverging_colormap`."""
+    return float(lim) / (1.0 - 2.0 * VOLUME_EDGE)
+
+
 @lru_cache(maxsize=None)
 def saliency_colormap() -> "Colormap":
     """Inferno with alpha 0 at the bottom: pixels of zero saliency are transparent."""

@@ -28,6 +28,8 @@ from .colormaps import (  # noqa: F401 - re-exported: the layer module is where 
     image_style,
     saliency_colormap,
     symmetric_limit,
+    volume_diverging_colormap,
+    volume_limit,
 )
 from .slice_geometry import TRANSFORM_KEYS, SliceGeometry, layer_transform, set_transform  # noqa: F401
 
@@ -114,6 +116,8 @@ def result_metadata(geom: SliceGeometry, result: str, explanation: dict[str, Any
     """``layer.metadata`` of a result layer: the source's ``seg_explain`` entry plus what this layer is."""
     seg = dict(geom.source_metadata) | {"result": result, "source_layer": geom.source_layer,
                                         "slice_index": geom.slice_index} | extra
+    if geom.whole:
+        seg["whole_volume"] = True  # a 3-D model's map (volume colormap, widened contrast limits)
     out: dict[str, Any] = {"seg_explain": seg}
     if explanation is not None:
         out["explanation"] = explanation
@@ -189,14 +193,21 @@ def result_layer_data(rl: "ResultLayer", arr: np.ndarray, geom: SliceGeometry, n
     plane = np.asarray(arr, dtype=np.float32)
     fill = np.nan if rl.style == "diverging" else 0.0
     return (geom.place(plane, fill, np.float32),
-            {"name": name, "metadata": metadata} | image_style(rl.style, plane) | volume_style(geom)
+            {"name": name, "metadata": metadata} | image_style(rl.style, plane) | volume_style(geom, rl.style, plane)
             | geom.layer_kwargs(), "image")
 
 
-def volume_style(geom: SliceGeometry) -> dict[str, Any]:
+def volume_style(geom: SliceGeometry, style: str = "", plane: np.ndarray | None = None) -> dict[str, Any]:
     """A whole-volume map in napari's 3-D view: ``translucent`` rendering (each voxel's colour and opacity
-    accumulate along the ray, so depth shows; napari's default, maximum intensity, would hide negative values)."""
-    return {"rendering": "translucent"} if geom.whole else {}
+    accumulate along the ray, so depth shows; napari's default, maximum intensity, would hide negative values);
+    a signed map gets the volume colormap (NaN transparent in 3-D too) and its widened limits."""
+    if not geom.whole:
+        return {}
+    out: dict[str, Any] = {"rendering": "translucent"}
+    if style == "diverging" and plane is not None:
+        lim = volume_limit(symmetric_limit(plane))
+        out |= {"colormap": volume_diverging_colormap(), "contrast_limits": (-lim, lim)}
+    return out
 
 
 def explanation_layer_data(expl: "Explanation", geom: SliceGeometry, label: str | None = None
@@ -225,7 +236,8 @@ def stream_layer_data(rl: "ResultLayer", plane: np.ndarray, geom: SliceGeometry,
     plane = np.asarray(plane, dtype=np.float32)
     style = rl.style if rl.style in ("diverging", "saliency") else "diverging"
     return (geom.place(plane, np.nan, np.float32),
-            {"name": name, "metadata": md} | image_style(style, plane) | volume_style(geom) | geom.layer_kwargs(),
+            {"name": name, "metadata": md} | image_style(style, plane) | volume_style(geom, style, plane)
+            | geom.layer_kwargs(),
             "image")
 
 

@@ -148,6 +148,8 @@ class ResultsView:
                 if lay is None or lay not in self.viewer.layers or L.layer_kind(lay) != "image":
                     continue
                 lim = float(common if shared and shown else own)
+                if L.seg_meta(lay).get("whole_volume"):
+                    lim = L.volume_limit(lim)
                 if not np.allclose(lay.contrast_limits, (-lim, lim)):
                     lay.contrast_limits = (-lim, lim)
         rec = self.store.get(self.current) if self.current else None

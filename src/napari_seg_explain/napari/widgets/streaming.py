@@ -21,7 +21,7 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
 from .. import layers as L
-from ..colormaps import stream_limits
+from ..colormaps import stream_limits, volume_limit
 
 if TYPE_CHECKING:
     import napari
@@ -96,6 +96,8 @@ class Streamer:
             else:
                 layer.data[...] = partial
             limits = stream_limits(target.layer.style, partial)
+            if target.geom.whole and target.layer.style == "diverging":
+                limits = (-volume_limit(limits[1]), volume_limit(limits[1]))
             if tuple(layer.contrast_limits) != limits:
                 layer.contrast_limits = limits
             layer.refresh()
