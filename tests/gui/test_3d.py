@@ -78,3 +78,27 @@ def test_3d_pdcr_run_on_the_3mm_sample(make_napari_viewer, qtbot):
     outline = [lay for lay in viewer.layers if lay.name.startswith("PdCR RoI")]
     assert outline and sorted({int(round(v[0, 0])) for v in outline[0].data}) == list(range(z - K, z + K + 1))
     assert widget.runs_list.count() == 1 and len(widget.runs) == 1
+
+
+def test_whole_volume_geometry_and_partial_maps_land_in_layer_order():
+    """A whole-volume result (display order rows, cols, slices) goes into a (slices, rows, cols) layer; a 3-D
+    job's partial map (its context box, model order) becomes the volume in display order, as the final map."""
+    from types import SimpleNamespace
+
+    from napari_seg_explain.napari.slice_geometry import SliceGeometry
+    from napari_seg_explain.napari.widgets.jobs import partial_to_full
+
+    geom = SliceGeometry(shape=(4, 5, 6), slice_index=2, whole=True)
+    disp = np.arange(5 * 6 * 4, dtype=np.float32).reshape(5, 6, 4)
+    placed = geom.place(disp)
+    assert placed.shape == (4, 5, 6) and placed[3, 1, 2] == disp[1, 2, 3]
+    assert SliceGeometry.from_dict(geom.to_dict()).whole
+
+    crop = (slice(1, 3), slice(0, 2), slice(2, 4))
+    flip = SimpleNamespace(display=lambda a: a[::-1])  # a model order that flips the first axis
+    job = SimpleNamespace(crop=crop, full_shape=(5, 6, 4), reorder=flip)
+    part = np.ones((2, 2, 2), np.float32)
+    full = partial_to_full(job, part)
+    assert full.shape == (5, 6, 4) and np.isfinite(full).sum() == 8
+    assert np.isfinite(full[::-1][crop]).all()
+    assert partial_to_full(SimpleNamespace(crop=None, reorder=None), part) is part  # 2-D jobs: unchanged
