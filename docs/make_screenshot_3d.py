@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
-
-
-def _wait(app, condition, timeout: float, what: str) -> None:
-    t0 = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        app.processEvents()
-        time.sleep(0.01)
+sys.path.insert(0, str(HERE))
+from make_screenshot import _wait  # noqa: E402  (the same event-loop wait as the 2-D screenshot)
 
 
 def main(argv: list[str] | None = None) -> int:

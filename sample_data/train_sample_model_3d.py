@@ -50,10 +50,7 @@ Run from the repository root: ``python sample_data/train_sample_model_3d.py``
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -70,6 +67,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # keep sample_data/ free of __pycache__
 from build_sample_data import brain_slices, save_nifti  # noqa: E402
+from train_sample_model import compact_json, dice, flow_list, save_weights, seed_everything  # noqa: E402
 
 SEED = 0
 NUM_THREADS = 2
@@ -109,15 +107,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- set-up
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch; deterministic torch kernels on 2 threads."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(NUM_THREADS)
-    torch.use_deterministic_algorithms(True)
-
-
 # ------------------------------------------------------------------ 1. the 3 mm volume
 def pad_even(x: np.ndarray) -> np.ndarray:
     """Zero-pad every axis at its end to an even length."""
@@ -384,23 +373,7 @@ def threshold_baseline(split: dict[str, list[int]]) -> dict[str, float]:
             "heldout_dice": round(dice(t1[:, :, held] > best, truth[:, :, held]), 4)}
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    denom = pred.sum() + truth.sum()
-    return 1.0 if denom == 0 else float(2.0 * np.logical_and(pred, truth).sum() / denom)
-
-
 # ----------------------------------------------------------------------------- outputs
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt"})
-
-
-def flow_list(values: list[object]) -> str:
-    return "[" + ", ".join(str(v) for v in values) + "]"
-
-
 def write_card(path: Path, split: dict[str, list[int]], intensity: list[int],
                metrics: dict[str, object] | None) -> None:
     """The model card in the project's schema (``metrics`` None: before evaluation)."""
@@ -427,15 +400,6 @@ license: "Weights: Apache-2.0 (as the project). Trained on the MNI ICBM 2009a te
 training: {{script: sample_data/train_sample_model_3d.py, seed: {SEED}, heldout_slices: {flow_list(split["heldout"])}, margin: {HELDOUT_MARGIN}, excluded_margin_slices: {flow_list(split["margin"])}, train_slices: {split["train"][0]}-{split["train"][-1]}, unused_slices: {flow_list(split["unused"])}, {result}heldout_dice_measure: pooled Dice of class 1 over the held-out slab via load_model + segment (sliding window 32^3 overlap 0.5 gaussian), iterations: {ITERATIONS}, batch_size: {BATCH_SIZE}, patch: {flow_list(list(PATCH))}, augmentation: in-plane rotation +-{AUG_ROTATE_DEG:g} deg zoom {AUG_ZOOM[0]}-{AUG_ZOOM[1]} flips gamma 0.8-1.25, loss: DiceCELoss, optimizer: AdamW, max_lr: {LEARNING_RATE}, data: sample_data/mni152_t1_3mm.nii.gz, labels: sample_data/mni152_wm_label_3mm.nii.gz}}
 """
     path.write_text(text)
-
-
-def compact_json(record: dict[str, object]) -> str:
-    text = json.dumps(record, indent=2)
-
-    def one_line(match: re.Match[str]) -> str:
-        return "[" + re.sub(r"\s+", " ", match.group(1)) + "]"
-
-    return re.sub(r"\[\s*([-0-9.,\s]+?)\s*\]", one_line, text) + "\n"
 
 
 def main() -> None:

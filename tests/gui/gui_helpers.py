@@ -68,3 +68,16 @@ def sample_scan_layer_data():
     (data, kwargs, kind), = sample_scan()
     assert kind == "image"
     return data, kwargs
+
+
+SELF_POOL = "The image itself (fallback, not the paper's setting)"
+
+
+def configure_pdcr(widget, n=4, screen=1, batch=0, patch=8, pool=SELF_POOL) -> None:
+    """PdCR chosen in the dock with small N and S (fast tests), the given batch size, block size and pool."""
+    widget.set_method("pdcr")
+    widget.param("patch").setValue(patch)
+    widget.param("n").setValue(n)
+    widget.param("screen").setValue(screen)
+    widget.param("batch_size").setValue(batch)
+    widget.pool_combo.setCurrentText(pool)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from gui_helpers import SCALE, TRANSLATE, Z, add_rect, cue_volume, sample_scan_layer_data, wait_idle
+from gui_helpers import (SCALE, SELF_POOL, TRANSLATE, Z, add_rect, configure_pdcr, cue_volume, sample_scan_layer_data,
+                         wait_idle)
 from qtpy.QtCore import Qt
 
 from napari_seg_explain.core.explainers import registry
@@ -32,12 +33,8 @@ def _names(viewer):
     return [lay.name for lay in viewer.layers]
 
 
-def _pdcr(widget, patch=8, n=2, screen=1, pool="The image itself (fallback, not the paper's setting)"):
-    widget.set_method("pdcr")
-    widget.param("patch").setValue(patch)
-    widget.param("n").setValue(n)
-    widget.param("screen").setValue(screen)
-    widget.pool_combo.setCurrentText(pool)
+def _pdcr(widget, patch=8, n=2, screen=1, pool=SELF_POOL):
+    configure_pdcr(widget, n=n, screen=screen, patch=patch, pool=pool)
 
 
 def _two_shapes(viewer, image, boxes, z=Z):

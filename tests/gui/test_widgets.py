@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from gui_helpers import (
     SCALE,
+    SELF_POOL,
     TRANSLATE,
     Z,
     PixelCost,
     add_rect,
+    configure_pdcr,
     cue_volume,
     sample_scan_layer_data,
     wait_idle,
@@ -36,12 +38,8 @@ def _load(qtbot, widget, path):
     assert widget.loaded is not None
 
 
-def _configure_pdcr(widget, n=4, screen=1, batch=0, pool="The image itself (fallback, not the paper's setting)"):
-    widget.set_method("pdcr")
-    widget.param("n").setValue(n)
-    widget.param("screen").setValue(screen)
-    widget.param("batch_size").setValue(batch)
-    widget.pool_combo.setCurrentText(pool)
+def _configure_pdcr(widget, n=4, screen=1, batch=0, pool=SELF_POOL):
+    configure_pdcr(widget, n=n, screen=screen, batch=batch, pool=pool)
 
 
 def _truth_and_dark_pool(viewer, widget, image):
