@@ -102,3 +102,13 @@ def test_whole_volume_geometry_and_partial_maps_land_in_layer_order():
     assert full.shape == (5, 6, 4) and np.isfinite(full).sum() == 8
     assert np.isfinite(full[::-1][crop]).all()
     assert partial_to_full(SimpleNamespace(crop=None, reorder=None), part) is part  # 2-D jobs: unchanged
+
+
+def test_anisotropic_voxels_get_a_note():
+    from types import SimpleNamespace
+
+    from napari_seg_explain.napari.widgets.controller import anisotropy_note
+
+    assert "anisotropic voxels 5 x 1 x 1" in anisotropy_note(SimpleNamespace(scale=(5.0, 1.0, 1.0)))
+    assert anisotropy_note(SimpleNamespace(scale=(1.5, 1.5, 1.2))) == ""
+    assert anisotropy_note(None) == ""

@@ -315,6 +315,7 @@ class Controller:
         spec = plans[0].spec
         box = tuple(plans[0].job.image.shape[1:])
         what = f"3-D: the whole volume, a {'x'.join(map(str, box))} context box around the RoI"
+        what += anisotropy_note(self.layer(c.image))
         if spec.estimate is None:
             return Estimate(f"{what}. Cost: {spec.title} gives no estimate.", ok=True)
         passes = sum(int(spec.estimate(p.job.config, p.job.roi if p.job.roi is not None else box)) for p in plans)
@@ -323,7 +324,6 @@ class Controller:
                         f"box each on {self.loaded.model.device.type}.", float("nan"), passes, [], ok=True)
 
     def estimate_text(self, c: Choices) -> str:
-
         """The text of :meth:`estimate`."""
         return self.estimate(c).text
 
@@ -356,3 +356,15 @@ class Controller:
             records.append(rec)
             added += list(rec.layers.values())
         return added, records
+
+
+def anisotropy_note(image: "Layer | None", ratio: float = 2.0) -> str:
+    """A note when a volume's voxels are much longer along one axis (thick slices): cubic blocks then span very
+    different distances; a block size per axis (the Patch parameter, e.g. 4 8 8 from the command line) fits better."""
+    if image is None:
+        return ""
+    spacing = [abs(float(s)) for s in image.scale[-3:]]
+    if len(spacing) < 3 or min(spacing) <= 0 or max(spacing) / min(spacing) < ratio:
+        return ""
+    return (f" (anisotropic voxels {' x '.join(f'{s:g}' for s in spacing)}: a cubic block spans "
+            f"{max(spacing) / min(spacing):.1f} times more along one axis; consider a smaller Patch)")
