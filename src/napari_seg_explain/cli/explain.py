@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import batch_size, check_output, load, run_with_bar, summary
@@ -52,7 +53,8 @@ def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.Ar
     """One sub-command for ``spec``: common inputs, what the method needs, its parameters."""
     p = sub.add_parser(name, parents=parents, help=f"{spec.label}: {spec.description}",
                        description=f"{spec.label}. {spec.description}")
-    add_common_inputs(p, output_help="map file (.nii.gz, .nii, .npy); a JSON sidecar (and extra maps) beside it")
+    add_common_inputs(p, output_help="map file (.nii.gz, .nii, .npy; a JSON sidecar and extra maps beside it), or "
+                                     ".json for the numbers alone")
     p.add_argument("--roi-box", nargs="+", type=int, metavar="N",
                    help="RoI box Y0 X0 Y1 X1 in pixel (row, column) coordinates of the explained 2-D image, end "
                         "exclusive (3-D models: Z0 Y0 X0 Z1 Y1 X1 in voxel order)")
@@ -80,7 +82,8 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     from ..core.job_inputs import job_from_files
 
     spec = registry.get(args.method)
-    out = check_output(args.output, args)
+    as_json = args.output.lower().endswith(".json")
+    out = check_json_output(args.output, args) if as_json else check_output(args.output, args)
     config = spec.make_config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
     image, model = load(args)
     job = job_from_files(model, image, spec.name, config=config, slice_index=args.slice_index,
@@ -91,5 +94,34 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
         print(f"warning: {w}", file=sys.stderr)
     expl = run_with_bar(job.run(model), spec.title, not args.quiet)
     z = job.geometry.get("slice_index")
-    return summary(args.command if args.command != "explain" else spec.name,
-                   expl.save(out, like=image, slice_index=z), expl)
+    files = write_json(out, spec, expl) if as_json else expl.save(out, like=image, slice_index=z)
+    return summary(args.command if args.command != "explain" else spec.name, files, expl)
+
+
+def check_json_output(path: str, args: argparse.Namespace) -> Path:
+    """``-o result.json``: the folder exists and the file is none of the inputs."""
+    from ..core.errors import UserError
+    from .common import input_files
+
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise UserError(f"output folder {out.parent} does not exist; create it first")
+    if out.resolve() in input_files(args):
+        raise UserError(f"-o {out} would overwrite an input; choose another output name")
+    return out
+
+
+def write_json(out: Path, spec: "ExplainerSpec", expl: Any) -> list[Path]:
+    """The result as one JSON file: the spec's ``json_keys`` at the top level, then the whole metadata; atomic."""
+    import json
+    import os
+    import tempfile
+
+    from ..core.results import _jsonable
+
+    record = {k: expl.stats[k] for k in spec.json_keys if k in expl.stats} | {"explanation": expl.metadata()}
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_jsonable(record), fh, indent=2)
+    os.replace(tmp, out)
+    return [out]

@@ -10,13 +10,15 @@ Forms (a contract for scripts)::
                      [--slice Z] [--pool DIR_OR_FILE ...] [--patch 8] [--screen 3] [--tau 0.02] [--n 50]
                      [--seed 0] [--device auto] -o MAP
     seg-explain misure IMAGE --model MODEL [--class L] [--slice Z] [--seed 0] [--device auto] -o MAP
+    seg-explain shapley IMAGE --model MODEL [--roi-box ...] [--slice Z] [--metric dice|soft-dice]
+                        [--baseline zero|mean|blur] [--ranking NAMES] -o OUT.json
     seg-explain demo [-o DIR] [--3d]
     seg-explain napari [--3d]
 
 ``explain METHOD`` exists for every registered explainer, with flags built from its spec; ``pdcr`` and
 ``misure`` (and any other registered method) are short forms of ``explain METHOD``. A progress bar goes to
 stderr, a one-line JSON summary to stdout, the map to ``-o`` (``.nii.gz``, ``.nii`` or ``.npy``) with a JSON
-sidecar beside it. User errors exit with code 2 and one ``error: ...`` line.
+sidecar beside it, or the numbers alone to ``-o OUT.json``. User errors exit with code 2 and one ``error: ...`` line.
 """
 
 from __future__ import annotations

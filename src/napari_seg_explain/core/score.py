@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 METRIC_LABEL = "dice_vs_label"
 METRIC_OWN = "soft_dice_vs_own_prediction"
+METRIC_OWN_HARD = "dice_vs_own_prediction"
+METRIC_LABEL_SOFT = "soft_dice_vs_label"
 
 
 class RoIScore:
@@ -31,7 +33,8 @@ class RoIScore:
     """
 
     def __init__(self, rois: np.ndarray | Sequence[np.ndarray], targets: int | Sequence[int] = 1, *,
-                 labels: np.ndarray | Sequence[np.ndarray | None] | None = None, threshold: float = 0.5) -> None:
+                 labels: np.ndarray | Sequence[np.ndarray | None] | None = None, threshold: float = 0.5,
+                 hard: bool | None = None) -> None:
         self.rois = [np.asarray(rois, bool)] if isinstance(rois, np.ndarray) else [np.asarray(r, bool) for r in rois]
         r = len(self.rois)
         self.targets = [int(targets)] * r if np.isscalar(targets) else [int(t) for t in targets]
@@ -48,7 +51,10 @@ class RoIScore:
             if lab is not None and np.asarray(lab).shape != shape:
                 raise IncompatibleInputError(f"label shape {np.asarray(lab).shape} differs from the image's {shape}")
         self.threshold = float(threshold)
-        self.metrics = [METRIC_LABEL if lab is not None else METRIC_OWN for lab in self.labels]
+        # hard Dice vs a label, soft Dice vs the own prediction; ``hard`` forces one or the other for every RoI
+        self.hard = [lab is not None if hard is None else bool(hard) for lab in self.labels]
+        self.metrics = [(METRIC_LABEL if lab is not None else METRIC_OWN_HARD) if h else
+                        (METRIC_LABEL_SOFT if lab is not None else METRIC_OWN) for lab, h in zip(self.labels, self.hard)]
         self._prepared = False
 
     @property
@@ -81,7 +87,7 @@ class RoIScore:
                                 "class)")
             refs.append(ref)
         self._ref = torch.stack(refs)
-        self._hard = torch.tensor([lab is not None for lab in self.labels], device=dev)
+        self._hard = torch.tensor(self.hard, device=dev)
         self._prepared = True
         return self(probs0)[0]
 

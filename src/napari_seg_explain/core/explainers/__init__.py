@@ -12,6 +12,7 @@ from . import registry
 from .base import ExplainerSpec, ResultLayer, Stat, param
 from .pdcr import PdCRConfig, explain_pdcr, pdcr  # isort: skip - registration order is the listing order
 from .misure import MiSuReConfig, explain_misure, misure  # isort: skip
+from .shapley import ShapleyConfig, explain_shapley, shapley  # isort: skip
 
-__all__ = ["registry", "ExplainerSpec", "ResultLayer", "Stat", "param", "PdCRConfig", "MiSuReConfig", "pdcr",
-           "misure", "explain_pdcr", "explain_misure"]
+__all__ = ["registry", "ExplainerSpec", "ResultLayer", "Stat", "param", "PdCRConfig", "MiSuReConfig", "ShapleyConfig",
+           "pdcr", "misure", "shapley", "explain_pdcr", "explain_misure", "explain_shapley"]

@@ -139,6 +139,8 @@ class ExplainerSpec:
     description: str = ""
     #: the stage names its Progress events carry, in order (one tuple per way it can run), for "k/n stage"
     stages: tuple[tuple[str, ...], ...] = ()
+    #: stats keys written at the top level of a JSON output (``-o result.json``), e.g. Shapley's values
+    json_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = set(self.needs) - set(NEEDS)

@@ -50,3 +50,4 @@ def specs() -> list[ExplainerSpec]:
 def _load_builtins() -> None:
     from . import pdcr  # noqa: F401 - each module registers its spec on import; PdCR is listed first
     from . import misure  # noqa: F401
+    from . import shapley  # noqa: F401
