@@ -17,6 +17,7 @@ from qtpy.QtGui import QBrush, QColor, QFont, QLinearGradient, QPainter, QPen
 from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ..colormaps import DIVERGING_COLORS
+from .shapley_panel import ContrastValuesPanel
 
 if TYPE_CHECKING:
     from ...core.results import Explanation
@@ -167,12 +168,15 @@ class StatsPanel(QWidget):
         self.grid.setHorizontalSpacing(10)
         self.grid.setVerticalSpacing(1)
         self.values: dict[str, QLabel] = {}
+        self.contrasts = ContrastValuesPanel()
         lay.addWidget(self.title)
         lay.addWidget(self.legend)
         lay.addWidget(self.bars)
+        lay.addWidget(self.contrasts)
         lay.addLayout(self.grid)
         self.legend.hide()
         self.bars.hide()
+        self.contrasts.hide()
 
     def _set_rows(self, rows: list[tuple[str, str]]) -> None:
         while self.grid.count():
@@ -193,6 +197,7 @@ class StatsPanel(QWidget):
         self.title.setText("No result yet: draw a RoI and press Run.")
         self.legend.hide()
         self.bars.hide()
+        self.contrasts.clear()
         self._set_rows([])
 
     def set_scale(self, limit: float, note: str = "") -> None:
@@ -238,6 +243,8 @@ class StatsPanel(QWidget):
         if shares:
             self.bars.set_stats(s)
         self.bars.setVisible(shares)
+        unit = map_unit(None, description)
+        self.contrasts.set_stats(s, unit[3:] if unit.startswith("in ") else unit)
         self.title.setText(f"<b>{head}</b>" + (f"<br>{title}" if title else ""))
         self._set_rows(rows + common)
 

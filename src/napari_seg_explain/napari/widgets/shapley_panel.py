@@ -1,0 +1,156 @@
+"""Per-input values in the results panel: a signed bar per contrast (channel), the ranking and, when the run
+has one, its agreement with a clinician's ranking; painted with plain Qt.
+
+Keyed on the run's stats, not on the method: any run whose stats hold ``shapley`` (one value per contrast)
+and ``contrasts`` (their names) gets the bars; ``ranking`` / ``ranking_names`` give the ranking line (else it
+is the values' order), ``kendall_tau`` and ``top1_match`` the agreement line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QRectF, QSize, Qt
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+VALUES_KEY, NAMES_KEY = "shapley", "contrasts"
+
+POSITIVE = QColor(214, 96, 77)   # helps the segmentation
+NEGATIVE = QColor(67, 147, 195)  # hurts it
+
+
+def has_contrast_values(stats: dict[str, Any]) -> bool:
+    """Whether ``stats`` hold one value per named contrast (what :class:`ContrastBars` draws)."""
+    values, names = stats.get(VALUES_KEY), stats.get(NAMES_KEY)
+    try:
+        return values is not None and names is not None and len(values) == len(names) > 0
+    except TypeError:
+        return False
+
+
+def ranking_text(stats: dict[str, Any]) -> str:
+    """``"FLAIR > T2 > T1c > T1"``: the stats' ranking (names, else indices into the contrasts, else the
+    values sorted, largest first)."""
+    names = [str(n) for n in stats.get(NAMES_KEY) or []]
+    ranked = stats.get("ranking_names")
+    if not ranked:
+        order = stats.get("ranking")
+        if order is None:
+            values = [float(v) for v in stats.get(VALUES_KEY) or []]
+            order = sorted(range(len(values)), key=lambda i: -values[i])
+        ranked = [names[int(i)] if 0 <= int(i) < len(names) else str(i) for i in order]
+    return " > ".join(str(n) for n in ranked)
+
+
+def agreement_text(stats: dict[str, Any]) -> str:
+    """The agreement with a clinician's ranking (Kendall's tau, top-1 match), or "" when the run has none."""
+    parts = []
+    tau = stats.get("kendall_tau")
+    if isinstance(tau, (int, float)):
+        parts.append(f"Kendall's tau {float(tau):.2f}")
+    top1 = stats.get("top1_match")
+    if top1 is not None:
+        parts.append(f"top-1 {'matches' if bool(top1) else 'differs'}")
+    return "Clinician's ranking: " + ", ".join(parts) if parts else ""
+
+
+class ContrastBars(QWidget):
+    """One row per contrast: its name, a bar from a centre line (right: positive, left: negative) scaled to the
+    largest ``|value|``, and the value as text."""
+
+    ROW_H = 18
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.names: list[str] = []
+        self.values: list[float] = []
+        self.unit = ""
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(260, self._height())
+
+    def _height(self) -> int:
+        return 4 + len(self.values) * (self.ROW_H + 2)
+
+    def set_values(self, names: list[str], values: list[float], unit: str = "") -> None:
+        self.names, self.values, self.unit = [str(n) for n in names], [float(v) for v in values], unit
+        self.setFixedHeight(self._height())
+        self.update()
+
+    @property
+    def scale(self) -> float:
+        """The ``|value|`` a full half-bar stands for (the largest one; 1 when all are 0)."""
+        big = max((abs(v) for v in self.values), default=0.0)
+        return big if big > 0 else 1.0
+
+    def fractions(self) -> list[float]:
+        """Each bar's signed length as a fraction of a full half-bar (the largest ``|value|`` is ±1)."""
+        return [v / self.scale for v in self.values]
+
+    def value_text(self, i: int) -> str:
+        return f"{self.values[i]:+.3f}" + (f" {self.unit}" if self.unit else "")
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        fg = self.palette().color(self.foregroundRole())
+        fm = p.fontMetrics()
+        label_w = max((fm.horizontalAdvance(n) for n in self.names), default=0) + 8
+        value_w = max((fm.horizontalAdvance(self.value_text(i)) for i in range(len(self.values))), default=0) + 6
+        bar_w = max(20, self.width() - label_w - value_w - 8)
+        half = bar_w / 2
+        mid = label_w + half
+        for i, (name, frac) in enumerate(zip(self.names, self.fractions())):
+            y = 2 + i * (self.ROW_H + 2)
+            p.setPen(fg)
+            p.drawText(QRectF(0, y, label_w, self.ROW_H), int(Qt.AlignmentFlag.AlignVCenter), name)
+            p.fillRect(QRectF(label_w, y + 3, bar_w, self.ROW_H - 6), QColor(128, 128, 128, 50))
+            length = half * abs(frac)
+            x = mid if frac >= 0 else mid - length
+            p.fillRect(QRectF(x, y + 3, length, self.ROW_H - 6), POSITIVE if frac >= 0 else NEGATIVE)
+            p.setPen(fg)
+            p.drawText(QRectF(label_w + bar_w + 6, y, value_w, self.ROW_H), int(Qt.AlignmentFlag.AlignVCenter),
+                       self.value_text(i))
+        p.setPen(QPen(QColor(120, 120, 120)))
+        if self.values:
+            p.drawLine(int(mid), 2, int(mid), self._height() - 2)
+        p.end()
+
+
+class ContrastValuesPanel(QWidget):
+    """The bars, the ranking line and the clinician agreement line (hidden when the stats have no values)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        self.caption = QLabel("Value per contrast (bar: signed, scaled to the largest |value|)")
+        self.caption.setWordWrap(True)
+        self.bars = ContrastBars()
+        self.ranking_label = QLabel()
+        self.ranking_label.setWordWrap(True)
+        self.ranking_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.agreement_label = QLabel()
+        self.agreement_label.setWordWrap(True)
+        for w in (self.caption, self.bars, self.ranking_label, self.agreement_label):
+            lay.addWidget(w)
+
+    def set_stats(self, stats: dict[str, Any], unit: str = "") -> bool:
+        """Show ``stats``' per-contrast values; hide (and return False) when they have none."""
+        if not has_contrast_values(stats):
+            self.bars.set_values([], [])
+            self.ranking_label.setText("")
+            self.agreement_label.setText("")
+            self.hide()
+            return False
+        self.bars.set_values(list(stats[NAMES_KEY]), list(stats[VALUES_KEY]), unit)
+        self.ranking_label.setText("Ranking: " + ranking_text(stats))
+        agreement = agreement_text(stats)
+        self.agreement_label.setText(agreement)
+        self.agreement_label.setVisible(bool(agreement))
+        self.show()
+        return True
+
+    def clear(self) -> None:
+        self.set_stats({})
