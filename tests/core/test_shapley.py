@@ -79,3 +79,25 @@ def test_cli_json_form_and_clinician_agreement(tmp_path, capsys):
     assert rec["ranking"] == [1, 0, 2] and len(rec["shapley"]) == 3 and rec["shapley"][2] == 0
     assert rec["contrasts"] == ["0", "1", "2"]
     assert rec["explanation"]["stats"]["kendall_tau"] == 1.0 and rec["explanation"]["stats"]["top1_match"]
+
+
+def test_across_models_mean_spread_and_rank_variance(tmp_path, capsys):
+    """Two 'folds' that agree on the top contrast and swap the other two: mean, spread and rank variance."""
+    for name, w in (("fold0", [0.1, 0.6, 0.0]), ("fold1", [0.0, 0.5, 0.2])):
+        torch.jit.script(SoftLinear(w)).save(str(tmp_path / f"{name}.pt"))
+        (tmp_path / f"{name}.yaml").write_text("name: lin\nin_channels: 3\nclasses: [background, lesion]\n"
+                                               "output_activation: none\n")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 1, 3), np.float32), np.eye(4)), tmp_path / "case.nii.gz")
+    out = tmp_path / "folds.json"
+    code = main(["--quiet", "shapley", str(tmp_path / "case.nii.gz"), "--model", str(tmp_path / "fold0.pt"),
+                 "--models", str(tmp_path / "fold1.pt"), "--slice", "0", "--metric", "soft-dice", "--device", "cpu",
+                 "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    agg = json.loads(out.read_text())["across_models"]
+    assert agg["n_models"] == 2 and agg["ranking"][0] == 1
+    assert agg["ranks_per_model"] == [[1, 0, 2], [2, 0, 1]]
+    assert agg["rank_variance"] == [0.5, 0.0, 0.5] and agg["mean_rank"] == [1.5, 0.0, 1.5]
+    assert all(s >= 0 for s in agg["shapley_std"]) and agg["shapley_std"][1] > 0
+    code = main(["--quiet", "shapley", str(tmp_path / "case.nii.gz"), "--model", str(tmp_path / "fold0.pt"),
+                 "--models", str(tmp_path / "fold1.pt"), "--slice", "0", "-o", str(tmp_path / "x.npy")])
+    assert code == 2 and "-o OUT.json" in capsys.readouterr().err

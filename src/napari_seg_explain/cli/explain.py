@@ -70,6 +70,10 @@ def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.Ar
                        help="images (or a folder of pre-cut tiles) to crop replacement blocks from (default: other "
                             "slices of the volume; for a lone 2-D image, the image itself)")
         p.add_argument("--pool-exclude", type=int, default=5, help="neighbouring slices left out of a volume pool")
+    if spec.aggregate is not None:
+        p.add_argument("--models", nargs="+", metavar="MODEL",
+                       help="more models (e.g. the other folds) explained on the same input: the JSON output (-o "
+                            "OUT.json) adds their mean, spread and rank variance")
     group = p.add_argument_group(f"{spec.title} parameters")
     for info in spec.params():
         _param_flag(group, info)
@@ -78,12 +82,17 @@ def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.Ar
 
 def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     """Resolve the inputs into a job in core, run it with a progress bar, save the map and the sidecar."""
+    from ..core.errors import UserError
     from ..core.explainers import registry
     from ..core.job_inputs import job_from_files
+    from ..core.models import load_model
 
     spec = registry.get(args.method)
     as_json = args.output.lower().endswith(".json")
     out = check_json_output(args.output, args) if as_json else check_output(args.output, args)
+    others = getattr(args, "models", None) or []
+    if others and not as_json:
+        raise UserError("--models writes a JSON summary: give -o OUT.json")
     config = spec.make_config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
     image, model = load(args)
     job = job_from_files(model, image, spec.name, config=config, slice_index=args.slice_index,
@@ -93,8 +102,11 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     for w in job.warnings:
         print(f"warning: {w}", file=sys.stderr)
     expl = run_with_bar(job.run(model), spec.title, not args.quiet)
+    expls = [expl] + [run_with_bar(job.run(load_model(m, None, device=args.device)), f"{spec.title} ({Path(m).name})",
+                                   not args.quiet) for m in others]
     z = job.geometry.get("slice_index")
-    files = write_json(out, spec, expl) if as_json else expl.save(out, like=image, slice_index=z)
+    extra = {"across_models": spec.aggregate(expls)} if others else {}
+    files = write_json(out, spec, expl, **extra) if as_json else expl.save(out, like=image, slice_index=z)
     return summary(args.command if args.command != "explain" else spec.name, files, expl)
 
 
@@ -111,15 +123,17 @@ def check_json_output(path: str, args: argparse.Namespace) -> Path:
     return out
 
 
-def write_json(out: Path, spec: "ExplainerSpec", expl: Any) -> list[Path]:
-    """The result as one JSON file: the spec's ``json_keys`` at the top level, then the whole metadata; atomic."""
+def write_json(out: Path, spec: "ExplainerSpec", expl: Any, **extra: Any) -> list[Path]:
+    """The result as one JSON file: the spec's ``json_keys`` at the top level, ``extra`` (e.g. the summary across
+    models), then the whole metadata; atomic."""
     import json
     import os
     import tempfile
 
     from ..core.results import _jsonable
 
-    record = {k: expl.stats[k] for k in spec.json_keys if k in expl.stats} | {"explanation": expl.metadata()}
+    record = ({k: expl.stats[k] for k in spec.json_keys if k in expl.stats} | extra
+              | {"explanation": expl.metadata()})
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         json.dump(_jsonable(record), fh, indent=2)

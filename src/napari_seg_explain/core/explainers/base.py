@@ -141,6 +141,8 @@ class ExplainerSpec:
     stages: tuple[tuple[str, ...], ...] = ()
     #: stats keys written at the top level of a JSON output (``-o result.json``), e.g. Shapley's values
     json_keys: tuple[str, ...] = ()
+    #: summary over several models' results of the same input (``--models``: e.g. folds), or None
+    aggregate: Callable[[list["Explanation"]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         bad = set(self.needs) - set(NEEDS)

@@ -172,6 +172,19 @@ def explain_shapley(model: "SegmentationModel", image: np.ndarray, roi: np.ndarr
     return drive(shapley(model, image, roi, target, **kwargs), progress, cancel)
 
 
+def across_models(expls: list["Explanation"]) -> dict[str, Any]:
+    """Uncertainty across models (e.g. the folds of a cross-validated model), as Ren et al. report it: the mean and
+    standard deviation of each contrast's value, each model's ranks, the mean rank and the variance of the ranks."""
+    phi = np.array([e.stats["shapley"] for e in expls], dtype=float)  # (models, C)
+    ranks = np.array([np.argsort(e.stats["ranking"]) for e in expls], dtype=float)  # rank of each contrast, 0 = top
+    mean = phi.mean(axis=0)
+    return {"contrasts": expls[0].stats["contrasts"], "n_models": len(expls), "shapley": mean.tolist(),
+            "shapley_std": phi.std(axis=0, ddof=1).tolist() if len(expls) > 1 else [0.0] * phi.shape[1],
+            "ranking": [int(i) for i in np.argsort(-mean, kind="stable")],
+            "ranks_per_model": ranks.astype(int).tolist(), "mean_rank": ranks.mean(axis=0).tolist(),
+            "rank_variance": ranks.var(axis=0, ddof=1).tolist() if len(expls) > 1 else [0.0] * phi.shape[1]}
+
+
 def summary(expl: "Explanation") -> str:
     s = expl.stats
     return f"Shapley done: {s['top_contrast']} matters most (ranking {', '.join(s['ranking_names'])})"
@@ -184,5 +197,5 @@ SPEC = register(ExplainerSpec(
            Stat("v_none", "Dice, no contrast", "{:.3f}"), Stat("kendall_tau", "Kendall's tau vs clinician", "{:.2f}")),
     layers=(ResultLayer("roi", "RoI", "outline"),),
     estimate=lambda cfg, roi: 2 ** 8 + 1, summary=summary, stages=(("coalitions",),),
-    json_keys=("contrasts", "shapley", "ranking"),
+    json_keys=("contrasts", "shapley", "ranking"), aggregate=across_models,
     description="Exact Shapley values of the input contrasts for the segmentation (in Dice)."))
