@@ -183,3 +183,27 @@ def test_far_field_statistics_know_where_the_effect_is():
     assert far["far_share"] == 0 and far["n_far_blocks"] < near["n_far_blocks"]
     default = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=sc["label"], config=PdCRConfig(n=6)).stats
     assert default["far_distance"] == 32
+
+
+def test_per_contrast_pdcr_perturbs_one_channel_and_finds_only_the_channel_the_cue_is_read_from():
+    """A two-channel image; the model reads the object from channel 0 and the cue from channel 1 only: perturbing
+    channel 1 alone finds the cue, perturbing channel 0 alone finds nothing outside the RoI."""
+    import torch
+
+    class TwoChannelCue(torch.nn.Module):
+        def forward(self, x):
+            cue = x[:, 1:2, km.CUE[0], km.CUE[1]].mean(dim=(1, 2, 3))[:, None, None, None]
+            logit = 10 * (x[:, :1] - 0.5) + 6 * cue
+            return torch.cat([torch.zeros_like(logit), logit], dim=1)
+
+    sc = km.cue_scene()
+    img = np.concatenate([sc["image"], sc["image"]])
+    model = SegmentationModel(TwoChannelCue(), device="cpu")
+    pool = pool_from_arrays(model, [np.zeros((2, 32, 32), np.float32)])
+    roi = roi_from_box((64, 64), 8, 8, 24, 24)
+    maps = {c: explain_pdcr(model, img, roi, 1, pool=pool, label=sc["label"], config=PdCRConfig(n=4, contrast=c)).map
+            for c in (0, 1)}
+    assert (maps[1][km.CUE] < 0).all()
+    assert np.nansum(np.abs(maps[0])) == 0, "the model reads nothing but the object from channel 0"
+    with pytest.raises(UserError, match="contrast 2 does not exist"):
+        explain_pdcr(model, img, roi, 1, pool=pool, label=sc["label"], config=PdCRConfig(n=4, contrast=2))

@@ -57,6 +57,9 @@ class PdCRConfig:
     screening: str = param("auto", choices=("auto", "exact", "hierarchical"), label="Screening",
                            tip="exact: every block screened (the paper); hierarchical: blocks of twice the size "
                                "screened first, blocks only inside the relevant ones; auto: hierarchical for 3-D")
+    contrast: int = param(-1, lo=-1, hi=63, label="Contrast",
+                          tip="perturb only this input channel (one causal map per contrast of a multi-contrast "
+                              "model); -1 = every channel, the paper")
     far_distance: float = param(0.0, lo=0.0, hi=1e6, step=1.0, label="Far field (px)",
                                 tip="blocks farther than this from the RoI count as far field in the statistics; "
                                     "0 = half the model card's receptive field, else 32 px")
@@ -96,6 +99,11 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
     cfg = config
     image = check_image(model, image)
     shape = image.shape[1:]
+    if cfg.contrast >= image.shape[0]:
+        from ..errors import UserError
+
+        raise UserError(f"PdCR parameter contrast {cfg.contrast} does not exist: the image has {image.shape[0]} "
+                        f"channel(s) (0..{image.shape[0] - 1}, or -1 for all)")
     roi = check_mask(roi, shape, "RoI").astype(bool)
     label = check_mask(label, shape, "label")
     warnings_out: list[str] = []
@@ -133,7 +141,11 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
                 c = corners[ids[start:stop]].to(dev)
                 xb = x0p.expand(len(c), *x0p.shape[1:]).clone()
                 rows = torch.arange(len(c), device=dev).reshape([-1] + [1] * c.shape[1])
-                xb[(rows, slice(None)) + block_index(c, g.sizes)] = bound.crops(draws[start:stop], g.sizes)
+                crops = bound.crops(draws[start:stop], g.sizes)
+                if cfg.contrast < 0:
+                    xb[(rows, slice(None)) + block_index(c, g.sizes)] = crops
+                else:  # one contrast: the other channels keep their own block
+                    xb[(rows, cfg.contrast) + block_index(c, g.sizes)] = crops[..., cfg.contrast]
                 return grid.crop(xb)
             return build
 
@@ -219,6 +231,9 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
         devs.append(f"Hierarchical screening: blocks of {coarse.block} were screened first ({cfg.screen} draws each) "
                     f"and only the {len(cand)} of {nb} blocks inside the relevant ones (or touching the RoI's) were "
                     "screened themselves; the others are irrelevant (0) without their own draws.")
+    if cfg.contrast >= 0:
+        devs.append(f"Only input channel {cfg.contrast} is perturbed (a per-contrast map); the paper replaces every "
+                    "channel of a block.")
     if cfg.amp:
         devs.append("Mixed precision (AMP) on CUDA: an opt-in speed mode, not the model's own precision.")
     params = asdict(cfg) | {"target_class": int(target), "pool": pool.describe(), "metric": score.metric}
