@@ -101,3 +101,17 @@ def test_across_models_mean_spread_and_rank_variance(tmp_path, capsys):
     code = main(["--quiet", "shapley", str(tmp_path / "case.nii.gz"), "--model", str(tmp_path / "fold0.pt"),
                  "--models", str(tmp_path / "fold1.pt"), "--slice", "0", "-o", str(tmp_path / "x.npy")])
     assert code == 2 and "-o OUT.json" in capsys.readouterr().err
+
+
+def test_more_than_eight_contrasts_are_estimated_from_random_orders_with_a_standard_error():
+    """Ten contrasts, two of them ignored: the sampled values keep efficiency exactly (each order's steps sum to
+    v(all) - v(none)), the ignored contrasts get exactly 0, the heaviest contrast ranks first, a standard error per
+    contrast is reported, and the cost is C + 1 passes per order."""
+    weights = [0.2, 0.0, 0.15, 0.1, 0.05, 0.1, 0.0, 0.1, 0.1, 0.1]
+    model = _prob_model(weights)
+    img = np.ones((10, 8, 8), np.float32)
+    expl = explain_shapley(model, img, None, 1, config=ShapleyConfig(metric="soft-dice", permutations=60))
+    phi = np.array(expl.stats["shapley"])
+    assert expl.stats["estimator"] == "60 random orders" and len(expl.stats["shapley_stderr"]) == 10
+    assert phi[1] == 0 and phi[6] == 0 and abs(expl.stats["efficiency_error"]) < 1e-9
+    assert expl.stats["ranking"][0] == 0 and expl.stats["forward_passes"] == 1 + 60 * 11

@@ -7,6 +7,8 @@ the default; ``mean``: each contrast's mean; ``blur``: a heavy Gaussian blur of 
 the engine. The value of a coalition is the RoI metric (``dice``: hard Dice of the prediction, the paper's;
 ``soft-dice``) against a label, or against the model's own prediction with every contrast present; without a
 RoI, over the whole image (the whole predicted structure). Efficiency: the values sum to v(all) - v(none).
+More than 8 contrasts: the values are estimated from random orders (each order's marginal contributions),
+with their standard error.
 A ranking (most important first) and, given a clinician's ranking, Kendall's tau and the top-1 match.
 """
 
@@ -50,7 +52,10 @@ class ShapleyConfig:
     clinician_ranking: str = param("", label="Clinician's ranking", flag="--ranking",
                                    tip="contrast names or indices, most important first, comma-separated "
                                        "(e.g. FLAIR,T2,T1c,T1): Kendall's tau and top-1 agreement")
-    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="recorded; exact values draw nothing at random")
+    permutations: int = param(200, lo=1, hi=100000, label="Permutations",
+                              tip="more than 8 contrasts: Shapley values estimated from this many random orders "
+                                  "(each costs C + 1 passes); the standard error is reported")
+    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="seed of the random orders (more than 8 contrasts)")
     batch_size: int = param(0, lo=0, hi=65536, label="Batch size", tip="coalitions per forward pass; 0 = auto")
 
     def __post_init__(self) -> None:
@@ -114,8 +119,7 @@ def shapley(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | Non
     cfg = config
     image = check_image(model, image)
     c, shape = image.shape[0], image.shape[1:]
-    if c > MAX_EXACT:
-        raise UserError(f"exact contrast Shapley values take 2^C passes; {c} contrasts is more than {MAX_EXACT}")
+    exact = c <= MAX_EXACT
     region = np.ones(shape, bool) if roi is None else check_mask(roi, shape, "RoI").astype(bool)
     label = check_mask(label, shape, "label")
     names = [str(n) for n in (geometry or {}).get("channel_names") or []][:c]
@@ -124,28 +128,49 @@ def shapley(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | Non
     engine = Engine(model, cfg.batch_size)
     dev = model.device
     passes0 = model.forward_passes
-    masks = torch.tensor([[(m >> i) & 1 for i in range(c)] for m in range(2 ** c)], dtype=torch.float32)
+    if exact:
+        masks = torch.tensor([[(m >> i) & 1 for i in range(c)] for m in range(2 ** c)], dtype=torch.float32)
+    else:  # random orders: the coalitions along each order (the empty one first)
+        orders = np.stack([np.random.default_rng(cfg.seed + k).permutation(c) for k in range(cfg.permutations)])
+        prefix = np.zeros((cfg.permutations, c + 1, c), np.float32)
+        for j in range(c):
+            prefix[np.arange(cfg.permutations), j + 1:, orders[:, j]] = 1
+        masks = torch.as_tensor(prefix.reshape(-1, c))
+    n_coal = len(masks)
     with model.eval_mode():
         with torch.inference_mode():
             x = model.normalize(torch.as_tensor(image, device=dev)[None])
             base = _baseline(x, cfg.baseline)
             score.prepare(model.forward_normalized(x))
-        keep = masks.to(dev).reshape(2 ** c, c, *([1] * len(shape)))
+        keep = masks.to(dev).reshape(n_coal, c, *([1] * len(shape)))
 
         def build(a: int, b: int) -> "torch.Tensor":
             return x * keep[a:b] + base * (1 - keep[a:b])
 
-        values = yield from engine.run(2 ** c, build, lambda p: score(p)[:, 0] / 100, stage="coalitions",
-                                       done0=1, total=1 + 2 ** c, shape=tuple(x.shape[1:]))
+        values = yield from engine.run(n_coal, build, lambda p: score(p)[:, 0] / 100, stage="coalitions",
+                                       done0=1, total=1 + n_coal, shape=tuple(x.shape[1:]))
     v = values.double().numpy()
-    phi = shapley_weights(c) @ v
+    stderr = None
+    if exact:
+        phi = shapley_weights(c) @ v
+        v_all, v_none = float(v[-1]), float(v[0])
+    else:
+        steps = np.diff(v.reshape(cfg.permutations, c + 1), axis=1)  # marginal contribution of orders[:, j]
+        contrib = np.zeros((cfg.permutations, c))
+        contrib[np.arange(cfg.permutations)[:, None], orders] = steps
+        phi = contrib.mean(axis=0)
+        stderr = (contrib.std(axis=0, ddof=1) / np.sqrt(cfg.permutations)).tolist() if cfg.permutations > 1 \
+            else [float("nan")] * c
+        v_all, v_none = float(v.reshape(cfg.permutations, c + 1)[0, -1]), float(v[0])
     ranking = [int(i) for i in np.argsort(-phi, kind="stable")]
     stats: dict[str, Any] = {"contrasts": names, "shapley": phi.tolist(), "ranking": ranking,
-                             "ranking_names": [names[i] for i in ranking], "v_all": float(v[-1]),
-                             "v_none": float(v[0]), "efficiency_error": float(phi.sum() - (v[-1] - v[0])),
-                             "coalition_values": {"".join(str((m >> i) & 1) for i in range(c)): float(v[m])
-                                                  for m in range(2 ** c)},
+                             "ranking_names": [names[i] for i in ranking], "v_all": v_all, "v_none": v_none,
+                             "efficiency_error": float(phi.sum() - (v_all - v_none)),
+                             "estimator": "exact" if exact else f"{cfg.permutations} random orders",
                              "metric": score.metric, "top_contrast": names[ranking[0]],
+                             **({"coalition_values": {"".join(str((m >> i) & 1) for i in range(c)): float(v[m])
+                                                      for m in range(2 ** c)}} if exact else
+                                {"shapley_stderr": stderr}),
                              "forward_passes": model.forward_passes - passes0}
     if cfg.clinician_ranking:
         from scipy.stats import kendalltau
@@ -196,6 +221,6 @@ SPEC = register(ExplainerSpec(
     stats=(Stat("top_contrast", "most important contrast", "{}"), Stat("v_all", "Dice, all contrasts", "{:.3f}"),
            Stat("v_none", "Dice, no contrast", "{:.3f}"), Stat("kendall_tau", "Kendall's tau vs clinician", "{:.2f}")),
     layers=(ResultLayer("roi", "RoI", "outline"),),
-    estimate=lambda cfg, roi: 2 ** 8 + 1, summary=summary, stages=(("coalitions",),),
+    estimate=lambda cfg, roi: 1 + max(2 ** MAX_EXACT, cfg.permutations * (MAX_EXACT + 2)), summary=summary, stages=(("coalitions",),),
     json_keys=("contrasts", "shapley", "ranking"), aggregate=across_models,
     description="Exact Shapley values of the input contrasts for the segmentation (in Dice)."))
