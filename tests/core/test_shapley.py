@@ -115,3 +115,31 @@ def test_more_than_eight_contrasts_are_estimated_from_random_orders_with_a_stand
     assert expl.stats["estimator"] == "60 random orders" and len(expl.stats["shapley_stderr"]) == 10
     assert phi[1] == 0 and phi[6] == 0 and abs(expl.stats["efficiency_error"]) < 1e-9
     assert expl.stats["ranking"][0] == 0 and expl.stats["forward_passes"] == 1 + 60 * 11
+
+
+def test_contrasts_from_separate_files_give_the_same_values_named_by_file(tmp_path, capsys):
+    torch.jit.script(SoftLinear([0.1, 0.6, 0.0])).save(str(tmp_path / "lin.pt"))
+    (tmp_path / "lin.yaml").write_text("name: lin\nin_channels: 3\nclasses: [background, lesion]\n"
+                                       "output_activation: none\n")
+    rng = np.random.default_rng(0)
+    vol = rng.uniform(0.5, 1.0, (16, 16, 1, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "case.nii.gz")
+    names = ["sub-01_T1", "sub-01_T2", "sub-01_FLAIR"]
+    for c, name in enumerate(names):
+        nib.save(nib.Nifti1Image(vol[..., c], np.eye(4)), tmp_path / f"{name}.nii.gz")
+    runs = {}
+    for key, inputs in (("4d", [str(tmp_path / "case.nii.gz")]),
+                        ("files", [str(tmp_path / f"{names[0]}.nii.gz"), "--contrasts",
+                                   *(str(tmp_path / f"{n}.nii.gz") for n in names[1:])])):
+        out = tmp_path / f"{key}.json"
+        code = main(["--quiet", "shapley", *inputs, "--model", str(tmp_path / "lin.pt"), "--slice", "0",
+                     "--metric", "soft-dice", "--device", "cpu", "-o", str(out)])
+        assert code == 0, capsys.readouterr().err
+        runs[key] = json.loads(out.read_text())
+    np.testing.assert_allclose(runs["files"]["shapley"], runs["4d"]["shapley"], atol=1e-6)
+    assert runs["files"]["contrasts"] == names
+    nib.save(nib.Nifti1Image(vol[:8, :, :, 0], np.eye(4)), tmp_path / "small.nii.gz")
+    code = main(["--quiet", "shapley", str(tmp_path / f"{names[0]}.nii.gz"), "--contrasts",
+                 str(tmp_path / "small.nii.gz"), str(tmp_path / f"{names[2]}.nii.gz"), "--model",
+                 str(tmp_path / "lin.pt"), "--slice", "0", "-o", str(tmp_path / "bad.json")])
+    assert code == 2 and "voxel grid" in capsys.readouterr().err

@@ -59,7 +59,8 @@ def batch_size(text: str) -> int:
 def input_files(args: argparse.Namespace) -> list[Path]:
     """Every file the command reads (pool folders contribute their files)."""
     named = [args.image, args.model, getattr(args, "card", None), getattr(args, "label", None),
-             getattr(args, "roi_mask", None), *(getattr(args, "pool", None) or [])]
+             getattr(args, "roi_mask", None), *(getattr(args, "pool", None) or []),
+             *(getattr(args, "contrasts", None) or [])]
     out: list[Path] = []
     for p in (Path(n) for n in named if n):
         out += list(p.iterdir()) if p.is_dir() else [p]
@@ -90,9 +91,25 @@ def load(args: argparse.Namespace):
     from ..core.models import load_model
 
     image = read_image(args.image)
+    extra = getattr(args, "contrasts", None) or []
+    if extra:  # co-registered contrasts in separate files: one channel (or more) each, in the card's order
+        from ..core.images import stack_channels
+
+        images = [image, *(read_image(p) for p in extra)]
+        one_each = all(img.n_channels == 1 for img in images)
+        image = stack_channels(images, [stem_of(p) for p in (args.image, *extra)] if one_each else None)
     model = load_model(args.model, args.card, device=args.device)
     model.check_channels(image.n_channels)
     return image, model
+
+
+def stem_of(path: str) -> str:
+    """A file's name without its (double) extension: ``sub-01_FLAIR.nii.gz`` -> ``sub-01_FLAIR``."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".png", ".tif", ".tiff", ".npy"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
 
 
 SUMMARY_KEYS = ("M0", "metric", "positive_share", "negative_share", "irrelevant_share", "min_ate", "max_ate",

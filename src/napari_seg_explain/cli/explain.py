@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 def add_common_inputs(p: argparse.ArgumentParser, *, output_help: str) -> None:
     p.add_argument("image", help="image file (NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MHA) or DICOM folder")
+    p.add_argument("--contrasts", nargs="+", metavar="FILE",
+                   help="more co-registered contrasts of the same scan, one file each, appended after IMAGE in the "
+                        "model card's channel order (e.g. IMAGE = T1, --contrasts T1c T2 FLAIR); named by file")
     p.add_argument("--model", required=True, help="model file (.pt/.ts TorchScript, .pt2, .safetensors/.pth "
                                                   "state dict + model card, .onnx) or its .yaml card")
     p.add_argument("--card", help="model card (default: <model>.yaml beside the model)")

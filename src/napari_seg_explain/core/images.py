@@ -292,6 +292,21 @@ def _bmp_bits(source: str) -> int:
     return int.from_bytes(head[28:30], "little") if len(head) == 30 else 24
 
 
+def stack_channels(images: "list[Image]", names: "list[str] | None" = None) -> Image:
+    """Co-registered images (the same voxel grid) as one multi-channel Image, channels in the given order (the
+    model card's contrast order); ``names`` name the channels (default: each image's own names)."""
+    first = images[0]
+    for img in images[1:]:
+        if img.spatial_shape != first.spatial_shape or not np.allclose(img.affine, first.affine, atol=1e-3):
+            raise UserError(f"{img.source or 'a contrast'} is not on the voxel grid of {first.source or 'the image'} "
+                            f"({img.spatial_shape} vs {first.spatial_shape}): give co-registered contrasts, resampled "
+                            "to one grid")
+    data = np.concatenate([np.asarray(img.data, dtype=np.float32) for img in images])
+    labels = list(names) if names else [n for img in images for n in img.channel_names]
+    return Image(data, first.spacing, first.affine, first.source, tuple(labels), first.format, first.header,
+                 to_file=first.to_file, file_affine=first.file_affine)
+
+
 # --------------------------------------------------------------------------- writing
 def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_index: int | None = None) -> Path:
     """Atomically write a spatial map or mask with the geometry of ``like`` (see :mod:`.image_write`)."""
