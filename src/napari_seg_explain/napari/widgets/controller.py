@@ -112,18 +112,9 @@ class Controller:
              z: int | None) -> list[tuple[inputs.RoI | None, str]]:
         """``(RoI, name)`` per run: the chosen shape ('RoI 1' for shape 0 of layer 'RoI'), every shape, the
         non-zero pixels of a Labels layer, or no RoI when the method does not require one."""
-        if not c.roi:
-            if spec.uses("roi"):
-                raise UserError(f"{spec.title} needs a RoI: press 'Draw RoI' and draw a rectangle over the "
-                                "structure, or choose a Shapes or Labels layer")
-            return [(None, NO_ROI_NAME)]
-        layer = self.layer(c.roi)
-        if layer is None:
-            raise UserError(f"the RoI layer {c.roi!r} no longer exists")
-        if L.layer_kind(layer) != "shapes":
-            return [(inputs.roi_from_labels(layer, image, z), layer.name)]
-        indices = range(len(layer.data)) if c.every_shape and len(layer.data) else [inputs.pick_shape_index(layer)]
-        return [(inputs.roi_from_shapes(self.viewer, layer, image, z, i), f"{layer.name} {i + 1}") for i in indices]
+        return self._rois(spec, c, lambda lay: inputs.roi_from_labels(lay, image, z),
+                          lambda lay, i: inputs.roi_from_shapes(self.viewer, lay, image, z, i),
+                          "draw a rectangle over the structure, or choose a Shapes or Labels layer")
 
     def is_3d(self, image: "Layer | None") -> bool:
         """A 3-D model on a volume layer: Run explains the whole volume (:meth:`plan_3d`)."""
@@ -132,20 +123,25 @@ class Controller:
 
     def rois_3d(self, spec: "ExplainerSpec", c: Choices, image: "Layer") -> list[tuple[inputs.RoI | None, str]]:
         """3-D RoIs (display order): shapes extruded over ± ``c.roi_slices`` slices, or a Labels layer's voxels."""
+        return self._rois(spec, c, lambda lay: inputs.roi_volume_from_labels(lay, image),
+                          lambda lay, i: inputs.roi_volume_from_shapes(self.viewer, lay, image, int(c.roi_slices), i),
+                          "draw a rectangle over the structure on one slice (it covers that slice ± 'RoI slices'), "
+                          "or choose a Labels layer painted across slices")
+
+    def _rois(self, spec: "ExplainerSpec", c: Choices, from_labels: Any, from_shape: Any,
+              how: str) -> list[tuple[inputs.RoI | None, str]]:
+        """The RoIs of the chosen layer (2-D or 3-D, by the two readers given); ``how`` says how to draw one."""
         if not c.roi:
             if spec.uses("roi"):
-                raise UserError(f"{spec.title} needs a RoI: press 'Draw RoI' and draw a rectangle over the "
-                                "structure on one slice (it covers that slice ± 'RoI slices'), or choose a "
-                                "Labels layer painted across slices")
+                raise UserError(f"{spec.title} needs a RoI: press 'Draw RoI' and {how}")
             return [(None, NO_ROI_NAME)]
         layer = self.layer(c.roi)
         if layer is None:
             raise UserError(f"the RoI layer {c.roi!r} no longer exists")
         if L.layer_kind(layer) != "shapes":
-            return [(inputs.roi_volume_from_labels(layer, image), layer.name)]
+            return [(from_labels(layer), layer.name)]
         indices = range(len(layer.data)) if c.every_shape and len(layer.data) else [inputs.pick_shape_index(layer)]
-        return [(inputs.roi_volume_from_shapes(self.viewer, layer, image, int(c.roi_slices), i),
-                 f"{layer.name} {i + 1}") for i in indices]
+        return [(from_shape(layer, i), f"{layer.name} {i + 1}") for i in indices]
 
     def plan_3d(self, c: Choices, image: "Layer") -> list[PlannedRun]:
         """A 3-D model's jobs: the whole volume in display order through the core's ``volume_context`` (model
@@ -170,10 +166,11 @@ class Controller:
             gt = self.layer(c.ground_truth)
             if gt is None:
                 raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+        label = inputs.label_volume(gt, image, c.target) if gt is not None else None
+        unlike = input_warnings(model.card, vol, tuple(float(s) for s in core.spacing))  # the same for every RoI
         planned: list[PlannedRun] = []
         for roi, roi_name in self.rois_3d(spec, c, image):
-            label = inputs.label_volume(gt, image, c.target) if gt is not None else None
-            warnings = input_warnings(model.card, vol, tuple(float(s) for s in core.spacing))
+            warnings = list(unlike)  # volume_context may add its pool fallback note
             recipe, pool_desc = (pools.volume_pool(c.pool, self.viewer, image, c.pool_folder.strip(), reorder)
                                  if spec.uses("pool") else (None, ""))
             arr, mask, lab, pool, box = volume_context(model, core, vol, roi.mask if roi is not None else None, label,
