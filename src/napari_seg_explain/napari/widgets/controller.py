@@ -320,10 +320,6 @@ class Controller:
         return Estimate(f"{what}. Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'} of one "
                         f"box each on {self.loaded.model.device.type}.", float("nan"), passes, [], ok=True)
 
-    def estimate_text(self, c: Choices) -> str:
-        """The text of :meth:`estimate`."""
-        return self.estimate(c).text
-
     # ---------------------------------------------------------------------------- save / open
     def segmentation_layers(self) -> list["Layer"]:
         return [lay for lay in self.viewer.layers if L.layer_kind(lay) == "labels"

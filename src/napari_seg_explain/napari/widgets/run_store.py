@@ -99,12 +99,6 @@ class RunStore:
     def live_layers(self, rec: RunRecord) -> list["Layer"]:
         return [lay for lay in rec.layers.values() if lay in self.viewer.layers]
 
-    def run_of(self, layer: "Layer") -> RunRecord | None:
-        for rec in self.records.values():
-            if any(L.same_layer(lay, layer) for lay in rec.layers.values()):
-                return rec
-        return None
-
     def prune(self) -> bool:
         """Forget runs none of whose layers is left in the viewer; True if one was forgotten."""
         gone = [rid for rid, rec in self.records.items() if not self.live_layers(rec)]

@@ -182,9 +182,6 @@ class ExplainSection(Section):
         self.gt_combo.setToolTip(GT_TIP if spec.uses("label") else f"{spec.title} does not use a ground truth")
         self._on_change()
 
-    def roi_required(self) -> bool:
-        return self.spec.uses("roi")
-
     # --------------------------------------------------------------------------------- the pool
     def pool_choice(self) -> str:
         """The chosen pool as one of :data:`pools.POOL_CHOICES` (the volume entry's text follows 'Pool exclude ±')."""
