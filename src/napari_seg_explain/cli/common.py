@@ -63,8 +63,8 @@ def input_files(args: argparse.Namespace) -> list[Path]:
              *(getattr(args, "contrasts", None) or [])]
     out: list[Path] = []
     for p in (Path(n) for n in named if n):
-        out += list(p.iterdir()) if p.is_dir() else [p]
-    if Path(args.model).suffix.lower() not in (".yaml", ".yml"):
+        out += [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+    if Path(args.model).suffix.lower() not in (".yaml", ".yml") and not Path(args.model).is_dir():
         out += [Path(args.model).with_suffix(".yaml"), Path(args.model).with_suffix(".yml")]
     return [p.resolve() for p in out]
 
@@ -98,7 +98,8 @@ def load(args: argparse.Namespace):
         images = [image, *(read_image(p) for p in extra)]
         one_each = all(img.n_channels == 1 for img in images)
         image = stack_channels(images, [stem_of(p) for p in (args.image, *extra)] if one_each else None)
-    model = load_model(args.model, args.card, device=args.device)
+    options = {k: getattr(args, k, None) for k in ("folds", "checkpoint", "mirroring", "ensemble")}
+    model = load_model(args.model, args.card, device=args.device, **options)
     model.check_channels(image.n_channels)
     return image, model
 

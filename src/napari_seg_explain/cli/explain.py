@@ -24,12 +24,27 @@ def add_common_inputs(p: argparse.ArgumentParser, *, output_help: str) -> None:
                    help="more co-registered contrasts of the same scan, one file each, appended after IMAGE in the "
                         "model card's channel order (e.g. IMAGE = T1, --contrasts T1c T2 FLAIR); named by file")
     p.add_argument("--model", required=True, help="model file (.pt/.ts TorchScript, .pt2, .safetensors/.pth "
-                                                  "state dict + model card, .onnx) or its .yaml card")
+                                                  "state dict + model card, .onnx) or its .yaml card, or a folder: "
+                                                  "an nnU-Net v2 trained-model folder or a MONAI bundle")
     p.add_argument("--card", help="model card (default: <model>.yaml beside the model)")
+    add_folder_options(p)
     p.add_argument("--slice", type=int, dest="slice_index", metavar="Z",
                    help="axial slice (index along the last axis) of a volume, for a 2-D model")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("-o", "--output", required=True, help=output_help)
+
+
+def add_folder_options(p: argparse.ArgumentParser) -> None:
+    """Options of nnU-Net model folders (ignored for other models)."""
+    g = p.add_argument_group("nnU-Net v2 model folders")
+    g.add_argument("--folds", nargs="+", metavar="K", help="folds to load (default: every fold_K with the checkpoint); "
+                                                          "segmentation ensembles them")
+    g.add_argument("--checkpoint", help="checkpoint file in each fold (default checkpoint_final.pth)")
+    g.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time mirroring when segmenting (nnU-Net's default: on)")
+    g.add_argument("--explain-ensemble", dest="ensemble", action="store_true", default=None,
+                   help="explain the ensemble of all folds (mirrored as segmentation is) instead of the first fold "
+                        "alone; costs folds x mirrors forward passes each")
 
 
 def _param_flag(p: argparse.ArgumentParser, info: Any) -> None:

@@ -124,6 +124,14 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     from .explainers import registry
     from .images import spatial_geometry
 
+    from .models.space import PreprocessingModel
+
+    if isinstance(model, PreprocessingModel):  # nnU-Net folders, MONAI bundles: explained on their own grid
+        from .job_space import job_in_model_space
+
+        return job_in_model_space(model, image, method, config=config, slice_index=slice_index, roi_box=roi_box,
+                                  roi_mask=roi_mask, label=label, pool=pool, pool_exclude=pool_exclude,
+                                  target=target, image_path=image_path, roi_name=roi_name, roi_point=roi_point)
     spec = registry.get(method)
     z = explained_slice(image, model, slice_index)
     arr = explained_array(image, z)

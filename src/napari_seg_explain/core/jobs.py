@@ -20,6 +20,7 @@ from .progress import CancelCheck, Progress, ProgressCallback, drive
 
 if TYPE_CHECKING:
     from .models import SegmentationModel
+    from .models.space import ModelSpace
     from .orient import Reorder
     from .perturb.pools import TilePool
     from .results import Explanation
@@ -58,7 +59,8 @@ class ExplainJob:
     warnings: list[str] = field(default_factory=list)  # e.g. input unlike the training data (core.compat)
     crop: tuple[slice, ...] | None = None  # the context box explained, within full_shape (3-D models)
     full_shape: tuple[int, ...] | None = None
-    reorder: "Reorder | None" = None  # model voxel order -> display order of the results (3-D models)
+    reorder: "Reorder | ModelSpace | None" = None  # model grid -> display grid of the results (3-D models)
+    deviations: list[str] = field(default_factory=list)  # from the model's own inference (e.g. nnU-Net folders)
 
     def __post_init__(self) -> None:
         from .explainers import registry
@@ -93,6 +95,7 @@ class ExplainJob:
                                                   pool=pool, label=self.label, geometry=self.geometry)
         self._to_full(expl)
         expl.warnings = [*self.warnings, *expl.warnings]
+        expl.deviations = [*self.deviations, *expl.deviations]
         expl.run = {"id": self.run_id(model), "method": self.method, "roi_name": self.roi_name,
                     "class_name": self.class_name or f"class {self.target}", "target": int(self.target)}
         return expl
@@ -120,7 +123,9 @@ class ExplainJob:
             expl.geometry["context_box"] = [[s.start, s.stop] for s in self.crop]
             expl.geometry["context_box_note"] = ("the model saw this box (model voxel order) around the RoI, not the "
                                                  "whole scan: one forward pass costs one patch; NaN outside it")
-        if self.reorder is not None:
+        if hasattr(self.reorder, "describe"):
+            expl.geometry.update(self.reorder.describe())
+        elif self.reorder is not None:
             expl.geometry["model_orientation"] = self.reorder.codes
 
 

@@ -120,9 +120,29 @@ def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
     raise ModelLoadError(f"unsupported model file {path.name}: use one of {', '.join(MODEL_SUFFIXES)}")
 
 
-def load_model(path: str | Path, card: str | Path | ModelCard | None = None, device: str = "auto") -> "SegmentationModel":
-    """Load a model file (and its card: given, or ``<stem>.yaml`` beside it) onto ``device``."""
+def _load_folder(path: Path, device: str, options: dict[str, Any]) -> "SegmentationModel":
+    from .nnunet import is_nnunet_dir, load_nnunet
+
+    if is_nnunet_dir(path):
+        return load_nnunet(path, device, **{k: v for k, v in options.items() if v is not None})
+    from .bundle import is_bundle_dir, load_bundle
+
+    if is_bundle_dir(path):
+        return load_bundle(path, device)
+    raise ModelLoadError(f"{path} is a folder but neither an nnU-Net v2 model folder (dataset.json, plans.json, "
+                         "fold_*/checkpoint_final.pth) nor a MONAI bundle (configs/inference.json, models/model.pt)")
+
+
+def load_model(path: str | Path, card: str | Path | ModelCard | None = None, device: str = "auto",
+               **folder_options: Any) -> "SegmentationModel":
+    """Load a model file (and its card: given, or ``<stem>.yaml`` beside it) onto ``device``.
+
+    A folder is an nnU-Net v2 trained-model folder (``folder_options``: ``folds``, ``checkpoint``,
+    ``mirroring``, ``ensemble``; see :func:`.nnunet.load_nnunet`) or a MONAI bundle.
+    """
     path = Path(path)
+    if path.is_dir():
+        return _load_folder(path, device, folder_options)
     if path.suffix.lower() in (".yaml", ".yml"):
         c = load_card(path)
         weights = path.parent / (c.weights or path.with_suffix(".safetensors").name)

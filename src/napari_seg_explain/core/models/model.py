@@ -304,7 +304,7 @@ class SegmentationModel:
 
     def with_card(self, **changes: Any) -> "SegmentationModel":
         """A copy sharing the network but with card fields changed (e.g. for tests or overrides)."""
-        clone = SegmentationModel.__new__(SegmentationModel)
+        clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.card = replace(self.card, **changes)
         return clone

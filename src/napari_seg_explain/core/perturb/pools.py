@@ -191,13 +191,17 @@ def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLik
     volume counts once. ``exclude_source``: the explained image's path, left out if found.
     """
     from ..images import read_image
+    from ..models.space import PreprocessingModel
 
     arrays: list[np.ndarray] = []
     for f in _pool_files(paths):
         if exclude_source and Path(f).resolve() == Path(exclude_source).resolve():
             continue
         img = read_image(f)
-        if model.card.spatial_dims == 3 and img.spatial_ndim == 3:
+        if isinstance(model, PreprocessingModel):  # preprocessed as the model's own tool does it
+            pre = model.prepare(img)[0]
+            arrays += [pre] if pre.ndim - 1 == model.card.spatial_dims else [pre[:, k] for k in range(pre.shape[1])]
+        elif model.card.spatial_dims == 3 and img.spatial_ndim == 3:
             from ..orient import reorder_for
 
             arrays.append(reorder_for(img, model.card.orientation).channels(img.data))  # as the model sees it
