@@ -229,4 +229,7 @@ def load_nnunet(path: str | Path, device: str = "auto", *, folds: Sequence[int |
                 str(folder), [int(f) if f.isdigit() else f for f in chosen], checkpoint_name=checkpoint)
     except Exception as exc:  # noqa: BLE001 - nnU-Net's own errors, named
         raise ModelLoadError(f"nnU-Net cannot load {folder}: {type(exc).__name__}: {exc}") from exc
+    if predictor.configuration_manager.previous_stage_name is not None:
+        raise ModelLoadError(f"{folder} is the second stage of an nnU-Net cascade (it needs the low-resolution "
+                             "stage's segmentation as input), which is not supported: use the 3d_fullres or 2d folder")
     return NNUNetModel(predictor, folder, chosen, checkpoint, mirroring=mirroring, ensemble=ensemble, device=device)
