@@ -22,7 +22,7 @@ from napari_seg_explain.core.models import load_model  # noqa: E402
 from napari_seg_explain.core.models.nnunet import NNUNetModel  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nnunet_builder import SCAN, build_nnunet_folder  # noqa: E402
+from nnunet_builder import SCAN, build_nnunet_folder, second_contrast  # noqa: E402
 
 BOX = ["25", "20", "15", "33", "30", "25"]  # Z0 Y0 X0 Z1 Y1 X1 on the display grid: white matter
 
@@ -145,3 +145,15 @@ def test_clear_errors(folders, tmp_path) -> None:
     with pytest.raises(UserError, match="outside what the model sees"):
         job_from_files(load_model(folders["3d"], device="cpu", folds=[0]), read_image(SCAN), "pdcr",
                        roi_box=[0, 0, 0, 2, 2, 2])
+
+
+def test_contrast_names_come_from_dataset_json(folders, tmp_path) -> None:
+    folder = build_nnunet_folder(tmp_path / "mc", "3d_fullres", steps=10, channels=("T1", "T2"))
+    t2 = second_contrast(SCAN, tmp_path / "scan_t2.nii.gz")
+    out = tmp_path / "shap.json"
+    assert main(["shapley", str(SCAN), "--contrasts", str(t2), "--model", str(folder), "--roi-box", *BOX,
+                 "--metric", "soft-dice", "-o", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["contrasts"] == ["T1", "T2"] and sorted(res["ranking"]) == [0, 1]
+    stats = res["explanation"]["stats"]
+    assert abs(sum(res["shapley"]) - (stats["v_all"] - stats["v_none"])) < 1e-6

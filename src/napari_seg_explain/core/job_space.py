@@ -80,6 +80,8 @@ def job_in_model_space(model: "PreprocessingModel", image: "Image", method: str,
     full = tuple(arr.shape[1:])
     names = list(model.card.classes)
     geometry = spatial_geometry(image) | {"slice_index": None, "slice_axis": None}
+    if len(model.channel_names) == arr.shape[0]:  # e.g. nnU-Net's dataset.json: T1, T1c, T2, FLAIR
+        geometry["channel_names"] = list(model.channel_names)
     job = ExplainJob(method, np.ascontiguousarray(arr_e), roi_e, cls, config=cfg, label=lab_e, pool=the_pool,
                      geometry=geometry, roi_name=roi_name, warnings=warnings,
                      class_name=names[cls] if cls < len(names) else f"class {cls}",
