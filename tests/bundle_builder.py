@@ -4,7 +4,6 @@ runs with ``monai.bundle`` (SupervisedEvaluator, Invertd, SaveImaged)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -128,21 +127,7 @@ def run_bundle_inference(bundle: str | Path, image: str | Path, output_dir: str 
     parser.read_config(str(Path(bundle) / "configs" / "inference.json"))
     parser.read_meta(str(Path(bundle) / "configs" / "metadata.json"))
     parser.update({"bundle_root": str(bundle), "datalist": [str(image)], "output_dir": str(output_dir)})
-    if importlib.util.find_spec("ignite") is not None:
-        parser.get_parsed_content("evaluator").run()
-    else:  # what SupervisedEvaluator does (pytorch-ignite is optional): the bundle's own components, in order
-        import torch
-        from monai.data import decollate_batch
-
-        net = parser.get_parsed_content("network")
-        net.load_state_dict(torch.load(Path(bundle) / "models" / "model.pt", weights_only=True))
-        net.eval()
-        inferer, post = parser.get_parsed_content("inferer"), parser.get_parsed_content("postprocessing")
-        for batch in parser.get_parsed_content("dataloader"):
-            with torch.no_grad():
-                batch["pred"] = inferer(batch["image"], net)
-            for item in decollate_batch(batch):
-                post(item)
+    parser.get_parsed_content("evaluator").run()  # SupervisedEvaluator (pytorch-ignite), CheckpointLoader
     written = sorted(Path(output_dir).glob("*_seg.nii*"))
     if len(written) != 1:
         raise RuntimeError(f"the bundle wrote {written} into {output_dir}")
