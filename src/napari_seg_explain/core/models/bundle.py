@@ -110,7 +110,9 @@ class BundleModel(PreprocessingModel):
     """A MONAI bundle: network + its preprocessing, inferer and postprocessing (see the module docstring)."""
 
     explain_deviations = ("perturbations are applied to the bundle's preprocessed image (after its resampling "
-                          "and intensity scaling)",)
+                          "and intensity scaling)",
+                          "explained on one window of the inferer's roi_size around the RoI (the bundle's own "
+                          "inference slides windows over the whole scan)")
 
     def __init__(self, parser: Any, meta: dict[str, Any], root: Path, cfg_file: Path, weights: Path,
                  device: str = "auto") -> None:
