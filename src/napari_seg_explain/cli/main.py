@@ -12,11 +12,18 @@ Forms (a contract for scripts)::
     seg-explain misure IMAGE --model MODEL [--class L] [--slice Z] [--seed 0] [--device auto] -o MAP
     seg-explain shapley IMAGE --model MODEL [--roi-box ...] [--slice Z] [--metric dice|soft-dice]
                         [--baseline zero|mean|blur] [--ranking NAMES] -o OUT.json
+    seg-explain batch MANIFEST --model MODEL [--model M2 ...] [--method M ...] [--set [METHOD.]NAME=VALUE ...]
+                      [--scheduler ADDRESS | --workers N] -o DIR
+    seg-explain compare MANIFEST --model MODEL [--model M2 ...] [--method M ...] [...] -o DIR
+    seg-explain rise|seg-gradcam|occlusion IMAGE --model MODEL --roi-box Y0 X0 Y1 X1 [--label LABEL] [--class L]
+                     [--slice Z] [--seed 0] [method options: --n-masks --cell --p-keep | --layer NAME|auto|input|list |
+                     --fill zero|mean|blur --patch 8] -o MAP   (3-D models: --roi-box Z0 Y0 X0 Z1 Y1 X1)
     seg-explain demo [-o DIR] [--3d]
     seg-explain napari [--3d]
 
-``explain METHOD`` exists for every registered explainer, with flags built from its spec; ``pdcr`` and
-``misure`` (and any other registered method) are short forms of ``explain METHOD``. A progress bar goes to
+``explain METHOD`` exists for every registered explainer, with flags built from its spec; ``pdcr``,
+``misure``, ``rise``, ``seg-gradcam``, ``occlusion`` (and any other registered method, ``_`` spelt ``-``) are
+short forms of ``explain METHOD``. A progress bar goes to
 stderr, a one-line JSON summary to stdout, the map to ``-o`` (``.nii.gz``, ``.nii`` or ``.npy``) with a JSON
 sidecar beside it, or the numbers alone to ``-o OUT.json``. User errors exit with code 2 and one ``error: ...`` line.
 """
@@ -36,7 +43,7 @@ from .common import Bar, batch_size, check_output, load
 from .explain import add_common_inputs, add_method_parser
 
 EXIT_USER_ERROR = 2
-FIXED_COMMANDS = ("segment", "explain", "demo", "napari")
+FIXED_COMMANDS = ("segment", "explain", "demo", "napari", "batch", "compare")
 
 
 def _global_flags(suppress: bool) -> argparse.ArgumentParser:
@@ -70,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 title="methods", description=", ".join(s.name for s in specs))
     for spec in specs:
         add_method_parser(methods, spec, flags, spec.name)
-        if spec.name not in FIXED_COMMANDS:
-            add_method_parser(sub, spec, flags, spec.name)
+        short = spec.name.replace("_", "-")  # seg_gradcam -> seg-gradcam (explain takes both spellings)
+        if short != spec.name:
+            add_method_parser(methods, spec, flags, short)
+        if short not in FIXED_COMMANDS:
+            add_method_parser(sub, spec, flags, short)
 
     nap = sub.add_parser("napari", parents=flags,
                          help="open napari with the sample scan, the sample model and the plugin docked")
@@ -86,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--3d", dest="three_d", action="store_true",
                       help="the 3-D sample model on the 3 mm sample volume (3-D PdCR and MiSuRe)")
     demo.set_defaults(func=cmd_demo)
+    from .batch import add_batch_parsers
+
+    add_batch_parsers(sub, flags)
     return parser
 
 
