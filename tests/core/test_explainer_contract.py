@@ -13,8 +13,10 @@ from napari_seg_explain.core.perturb.pools import pool_from_arrays
 from napari_seg_explain.core.progress import drive
 from napari_seg_explain.core.rois import roi_from_box
 
-SMALL = {"pdcr": {"n": 6, "screen": 2}, "misure": {"iterations": 10}}
-SMALL_3D = {"pdcr": {"patch": 4}, "misure": {"param_size": 24}}  # added for the 24^3 3-D scene
+SMALL = {"pdcr": {"n": 6, "screen": 2}, "misure": {"iterations": 10},
+         "seg_gradcam": {"layer": "input"}, "rise": {"n_masks": 12}, "occlusion": {"fill": "blur"}}
+SMALL_3D = {"pdcr": {"patch": 4}, "misure": {"param_size": 24},  # added for the 24^3 3-D scene
+            "seg_gradcam": {}, "rise": {"cell": 4}, "occlusion": {"patch": 8}}
 BUILTINS = sorted(SMALL)
 
 

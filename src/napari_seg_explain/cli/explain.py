@@ -95,6 +95,10 @@ def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.Ar
     group = p.add_argument_group(f"{spec.title} parameters")
     for info in spec.params():
         _param_flag(group, info)
+    if any(info.name == "layer" for info in spec.params()):  # --layer list prints the layers: no -o needed
+        for action in p._actions:
+            if action.dest == "output":
+                action.required = False
     p.set_defaults(method=spec.name, func=cmd_explain)
 
 
@@ -106,6 +110,10 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     from ..core.models import load_model
 
     spec = registry.get(args.method)
+    if getattr(args, "cfg_layer", None) == "list":
+        return list_layers(args, spec)
+    if args.output is None:
+        raise UserError("the following argument is required: -o/--output")
     as_json = args.output.lower().endswith(".json")
     out = check_json_output(args.output, args) if as_json else check_output(args.output, args)
     others = getattr(args, "models", None) or []
@@ -126,6 +134,25 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     extra = {"across_models": spec.aggregate(expls)} if others else {}
     files = write_json(out, spec, expl, **extra) if as_json else expl.save(out, like=image, slice_index=z)
     return summary(args.command if args.command != "explain" else spec.name, files, expl)
+
+
+def list_layers(args: argparse.Namespace, spec: "ExplainerSpec") -> dict[str, Any]:
+    """``--layer list``: one forward pass on the explained input; print each named layer and its output shape."""
+    from ..core.explainers.seg_gradcam import layer_table
+    from ..core.job_inputs import job_from_files
+
+    image, model = load(args)
+    config = spec.make_config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")} | {"layer": "auto"})
+    job = job_from_files(model, image, spec.name, config=config, slice_index=args.slice_index, roi_box=args.roi_box,
+                         roi_mask=args.roi_mask, target=args.target, image_path=args.image, roi_point=args.roi_point)
+    rows, auto = layer_table(model, job.image)
+    width = max([len(r["name"]) for r in rows] + [5])
+    for r in rows:
+        mark = "  <- auto" if r["name"] == auto else ""
+        print(f"{r['name']:<{width}}  {r['type']:<20} {tuple(r['shape'])}{mark}")
+    if not rows:
+        print(f"model {model.name!r} ({model.format}) exposes no layers; use --layer input")
+    return {"command": "layers", "layers": rows, "auto": auto}
 
 
 def check_json_output(path: str, args: argparse.Namespace) -> Path:

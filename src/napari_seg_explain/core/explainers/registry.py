@@ -51,3 +51,6 @@ def _load_builtins() -> None:
     from . import pdcr  # noqa: F401 - each module registers its spec on import; PdCR is listed first
     from . import misure  # noqa: F401
     from . import shapley  # noqa: F401
+    from . import seg_gradcam  # noqa: F401 - baselines users compare PdCR and MiSuRe against
+    from . import rise  # noqa: F401
+    from . import occlusion  # noqa: F401
