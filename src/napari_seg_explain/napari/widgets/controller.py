@@ -18,7 +18,7 @@ import numpy as np
 
 from ...core.errors import UserError
 from .. import layers as L
-from . import inputs, jobs, pools
+from . import inputs, jobs, model_space_runs, pools
 from .run_store import RunRecord, RunStore
 
 if TYPE_CHECKING:
@@ -117,9 +117,15 @@ class Controller:
                           "draw a rectangle over the structure, or choose a Shapes or Labels layer")
 
     def is_3d(self, image: "Layer | None") -> bool:
-        """A 3-D model on a volume layer: Run explains the whole volume (:meth:`plan_3d`)."""
-        return (self.loaded is not None and self.loaded.model.card.spatial_dims == 3 and image is not None
-                and inputs.spatial_ndim(image) == 3 and inputs.is_volume(image))
+        """A 3-D model, or a model with its own preprocessing (nnU-Net, MONAI bundle, 2-D configurations too), on
+        a volume layer: Run explains the whole volume (:meth:`plan_3d`, :func:`.model_space_runs.plan_model_space`)."""
+        return (self.loaded is not None and image is not None and inputs.spatial_ndim(image) == 3
+                and (self.loaded.model.card.spatial_dims == 3 or self.model_space) and inputs.is_volume(image))
+
+    @property
+    def model_space(self) -> bool:
+        """The loaded model brings its own preprocessing (:mod:`.model_space_runs`)."""
+        return self.loaded is not None and model_space_runs.is_model_space(self.loaded.model)
 
     def rois_3d(self, spec: "ExplainerSpec", c: Choices, image: "Layer") -> list[tuple[inputs.RoI | None, str]]:
         """3-D RoIs (display order): shapes extruded over ± ``c.roi_slices`` slices, or a Labels layer's voxels."""
@@ -197,6 +203,8 @@ class Controller:
         from ...core.jobs import ExplainJob
 
         image = self.checked_image(c.image)
+        if self.model_space:  # whole scans only (a 2-D layer: a UserError saying so)
+            return model_space_runs.plan_model_space(self, c, image)
         if self.is_3d(image):
             return self.plan_3d(c, image)
         z = inputs.current_slice(self.viewer, image)  # raises when the viewer does not show a 2-D slice
@@ -274,6 +282,8 @@ class Controller:
         where = ""
         try:
             inputs.check_image_layer(image)
+            if self.model_space:
+                return model_space_runs.estimate_model_space(self, c)
             if self.is_3d(image):
                 return self.estimate_3d(c)
             z = inputs.current_slice(self.viewer, image)

@@ -39,11 +39,13 @@ def _timing_size(model: "SegmentationModel") -> tuple[int, int]:
     return (int(size[0]), int(size[1])) if size and len(size) == 2 else (128, 128)
 
 
-def load_model_job(path: str, card: str | None, device: str) -> LoadedModel:
-    """Load the model and time one batch (a warm-up pass, then ``batch`` images)."""
+def load_model_job(path: str, card: str | None, device: str, options: dict[str, Any] | None = None) -> LoadedModel:
+    """Load the model and time one batch (a warm-up pass, then ``batch`` images). ``options``: a model folder's
+    keyword options (nnU-Net: ``folds``, ``checkpoint``, ``mirroring``, ``ensemble``)."""
     from ...core.models import load_model
 
-    model = load_model(path, card or None, device=device)
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    model = load_model(path, card or None, device=device, **opts)
     return describe_model(model)
 
 
@@ -57,7 +59,9 @@ def describe_model(model: "SegmentationModel", batch: int = 8, repeats: int = 3)
     while napari draws its window, so a single batch can be timed twice too slow)."""
     import torch
 
-    if model.card.spatial_dims != 2:
+    from ...core.models.space import PreprocessingModel
+
+    if model.card.spatial_dims != 2 or isinstance(model, PreprocessingModel):  # whole scans: not timed per image
         k = len(model.card.classes) or 2
         return LoadedModel(model, k, _class_names(model, k), float("nan"), (0, 0), 0)
     h, w = _timing_size(model)
@@ -209,7 +213,10 @@ def partial_to_full(job: "ExplainJob", partial: np.ndarray | None) -> np.ndarray
         return partial
     a = np.asarray(partial, dtype=np.float32)
     if job.crop is not None:
-        if a.shape != tuple(s.stop - s.start for s in job.crop):
+        box = tuple(s.stop - s.start for s in job.crop)
+        if a.shape != box and a.size == int(np.prod(box)) and len(box) == a.ndim + 1:
+            a = a.reshape(box)  # a 2-D configuration's plane of the model's grid
+        if a.shape != box:
             return None  # not a map of the box: not streamed
         out = np.full(job.full_shape, np.nan, dtype=np.float32)
         out[job.crop] = a

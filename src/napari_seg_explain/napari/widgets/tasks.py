@@ -17,7 +17,7 @@ import numpy as np
 
 from ...core.errors import UserError
 from .. import layers as L
-from . import inputs, jobs
+from . import inputs, jobs, model_space_runs
 from .runner import error_text, notify_error, notify_info, notify_warning
 from .sections import fill_combo
 from .streaming import StreamTarget
@@ -120,7 +120,9 @@ class Tasks:
         self.time_left = float("nan")  # the seconds left shown last (NaN: none shown)
 
     # ------------------------------------------------------------------------------- model
-    def load_model(self, path: str | None, card: str | None) -> Any:
+    def load_model(self, path: str | None, card: str | None, options: dict[str, Any] | None = None) -> Any:
+        """Load a model file or folder in a worker; ``options``: a folder's keyword options (default: the nnU-Net
+        options shown for an nnU-Net folder)."""
         d = self.dock
         path = path or d.model_path.text().strip()
         card = card if card is not None else (d.card_path.text().strip() or None)
@@ -130,8 +132,10 @@ class Tasks:
         if d.busy:
             return None
         d.model_path.setText(str(path))
+        if options is None:
+            options = d.model_section.folder_options(str(path))
         d.model_summary.setText(f"Loading {Path(path).name}…")
-        return self.runner.start("load", jobs.load_model_job, str(path), card, d.device.currentText(),
+        return self.runner.start("load", jobs.load_model_job, str(path), card, d.device.currentText(), options,
                                  on_return=self.on_model_loaded, on_error=self._on_load_error)
 
     def load_sample_model(self) -> Any:
@@ -173,6 +177,9 @@ class Tasks:
         try:
             if resolve_device(device) == m.device:
                 return
+            if model_space_runs.is_model_space(m):  # its tool's predictor is made for one device: load it again
+                self.load_model(m.source, None)
+                return
             moved = SegmentationModel(m.net, m.card, device=device, fmt=m.format, source=m.source, sha256=m.sha256)
         except Exception as exc:  # noqa: BLE001
             notify_error("Changing the device", exc)
@@ -194,9 +201,18 @@ class Tasks:
             return None
         loaded = self.controller.loaded
         geom = L.SliceGeometry.from_layer(image, z)
+        if model_space_runs.is_model_space(loaded.model):  # the tool's own pipeline on the whole scan
+            try:
+                scan = model_space_runs.scan_image(image)
+            except UserError as exc:
+                notify_error("Segmenting", exc)
+                return None
+            func, args, whole = model_space_runs.segment_scan_job, (loaded.model, scan), True
+        else:
+            func, args = jobs.segment_job, (loaded.model, image.data, None if whole else z,
+                                            bool(getattr(image, "rgb", False)))
         d.explain_section.show_progress(0, 1, "segmenting…")
-        worker = self.runner.start("segment", jobs.segment_job, loaded.model, image.data, None if whole else z,
-                                   bool(getattr(image, "rgb", False)),
+        worker = self.runner.start("segment", func, *args,
                                    on_yield=lambda ev: self._on_progress(0, ev),
                                    on_return=lambda labels: self._on_segmented(labels, geom, whole),
                                    on_error=self._on_error)
