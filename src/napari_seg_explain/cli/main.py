@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_batch_parsers
 
     add_batch_parsers(sub, flags)
+    from .reliability import add_reliability_parser
+    add_reliability_parser(sub, flags)
     return parser
 
 
