@@ -184,3 +184,30 @@ def test_monai_bundle_load_segment_explain(make_napari_viewer, qtbot, tmp_path, 
     widget.param("screen").setValue(1)
     widget.param("n").setValue(2)
     run_and_check(viewer, widget, qtbot, "PdCR", scan)
+
+
+def test_nnunet_2d_configuration_explains_the_roi_plane(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A 2-D configuration on a volume: whole-scan segmentation, and a rectangle on one slice explained on the
+    model plane holding it ('RoI slices' is not offered: one plane)."""
+    folder = build_nnunet_folder(tmp_path / "m2d", "2d", folds=(0,), steps=30)
+    viewer, widget, scan = open_scan(make_napari_viewer)
+    load_folder(widget, qtbot, folder, monkeypatch)
+    assert widget.loaded is not None and widget.loaded.model.card.spatial_dims == 2
+    assert "patch size: 48x48" in widget.model_summary.text()
+    assert not widget.roi_slices.isVisibleTo(widget)
+    assert widget.controller.is_3d(scan)  # a whole-volume path although the network is 2-D
+    widget.segment()
+    wait_idle(qtbot, widget, 120000)
+    seg = np.asarray(widget.controller.segmentation_layers()[0].data)
+    assert seg.shape == scan.data.shape and (seg == 1).any()
+    z, r, c = white_square(seg, 0)
+    draw(viewer, widget, z, r, c)
+    widget.roi_slices.setValue(2)  # ignored by a 2-D configuration
+    widget.set_method("pdcr")
+    widget.param("screen").setValue(1)
+    widget.param("n").setValue(2)
+    plan, = widget.gather()
+    assert plan.job.image.ndim == 3  # (C, rows, cols) of one plane of the model's grid
+    amap = run_and_check(viewer, widget, qtbot, "PdCR", scan)
+    on = np.flatnonzero(np.isfinite(amap).any(axis=(1, 2)))
+    assert list(on) == [z]  # the sample's model planes are the layer's slices: the RoI's slice only
