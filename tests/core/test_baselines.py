@@ -82,6 +82,8 @@ def test_seg_gradcam_named_layer_and_input_and_no_roi():
     assert (enc[cue] == 1).all() and (enc[~cue] == 0).all(), "full resolution: exactly the cue"
     whole = explain_seg_gradcam(model, img, None, 1)  # no RoI: the predicted pixels (object and the bright cue)
     assert whole.stats["n_target_pixels"] == 16 * 16 + 8 * 8 and whole.map[km.CUE].sum() / whole.map.sum() > 0.5
+    lab = explain_seg_gradcam(model, img, None, 1, label=km.cue_scene()["label"])  # the labelled object only
+    assert lab.stats["n_target_pixels"] == 16 * 16 and lab.params["target_region"] == "label"
     inp = explain_seg_gradcam(model, img, roi, 1, config=SegGradCAMConfig(layer="input"))
     assert inp.stats["layer"] == "input" and inp.map.shape == (64, 64)
     with pytest.raises(UserError, match="layer 'nope' did not run.*enc"):
@@ -226,6 +228,7 @@ def test_cli_layer_list_prints_layers_and_exits_0(capsys):
     lines = stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     auto = summary["auto"]
+    assert auto == "model.1.submodule.1.submodule.1.submodule", "the bottleneck block (not the skip concatenation)"
     assert any(line.startswith(auto) and "<- auto" in line for line in lines[:-1])
     assert any("Conv2d" in line for line in lines) and len(summary["layers"]) > 5
     code, _, err = _cli(capsys, "seg-gradcam", VOL, "--model", MODEL, "--slice", Z)

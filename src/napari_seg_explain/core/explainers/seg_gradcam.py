@@ -6,9 +6,12 @@ feature maps of a chosen layer, ``w_k = mean_u dy / dA_k(u)`` (gradients average
 positions), the map is ``ReLU(sum_k w_k A_k)``, upsampled (bilinear / trilinear) to the model's input size,
 taken back through the card's fit, and divided by its maximum (so it lies in [0, 1], 0 stays 0).
 
-Layer ``auto``: among the convolution layers (``torch.nn.Conv1d/2d/3d`` and transposed convolutions) whose
-output has the model's spatial dimensions, the one with the smallest spatial output (fewest positions); of
-several such, the last to run (the end of the bottleneck, before the decoder upsamples). ``input``: the
+Layer ``auto``: from the first convolution (``torch.nn.Conv1d/2d/3d``, transposed convolutions) on, the modules
+(layers or blocks) whose output has the model's spatial dimensions and the fewest spatial positions (more than
+one); of those, the last to run whose channel count is at most that of the widest convolution at that size (a
+concatenating skip connection is skipped): the bottleneck block's output, after its normalisation and
+activation, before the decoder upsamples. (A bare convolution's output is a poor choice in such networks:
+followed by instance norm, its gradients average to 0.) ``input``: the
 normalised input itself (any differentiable model, TorchScript included). ``list`` (CLI) prints the layers.
 One forward and one backward pass on the model's device; the card's normalisation is applied first, as
 :meth:`SegmentationModel.forward_normalized` expects.
@@ -43,8 +46,8 @@ class SegGradCAMConfig:
     """Seg-Grad-CAM parameters (paper: the bottleneck layer of a U-Net)."""
 
     layer: str = param(AUTO, label="Layer", advanced=False,
-                       tip="named module whose activations are weighted: auto = the conv layer with the smallest "
-                           "spatial output (the bottleneck), input = the normalised input, list (CLI) = print the "
+                       tip="named module whose activations are weighted: auto = the last module with the smallest "
+                           "spatial output (the bottleneck block), input = the normalised input, list (CLI) = print the "
                            "model's layers and exit")
     threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
                              tip="probability threshold of the predicted mask (used without a RoI)")
@@ -107,14 +110,22 @@ class _Recorder:
 
 
 def auto_layer(outputs: list[tuple[str, Any, "torch.Tensor"]], nd: int) -> str | None:
-    """The ``auto`` rule: the conv layer with the fewest spatial positions (of ties, the last to run)."""
-    best, best_size = None, None
+    """The ``auto`` rule (the bottleneck's output): from the first convolution on, the modules (layers or blocks)
+    whose output has the fewest spatial positions (more than one); of those, the last to run whose channel count
+    is at most that of the widest convolution at that size (a concatenating skip connection is skipped). In a
+    U-Net that is the bottleneck block's output, after its normalisation and activation."""
+    rows, seen_conv = [], False
     for name, mod, t in outputs:
-        if isinstance(mod, _conv_types()) and t.ndim == nd + 2:
-            size = int(np.prod(t.shape[2:]))
-            if best_size is None or size <= best_size:
-                best, best_size = name, size
-    return best
+        is_conv = isinstance(mod, _conv_types())
+        seen_conv = seen_conv or is_conv
+        if seen_conv and t.ndim == nd + 2 and int(np.prod(t.shape[2:])) > 1:
+            rows.append((name, is_conv, int(np.prod(t.shape[2:])), int(t.shape[1])))
+    if not rows:
+        return None
+    smallest = min(r[2] for r in rows)
+    conv_ch = [r[3] for r in rows if r[1] and r[2] == smallest] or [r[3] for r in rows if r[1]]
+    fits = [r[0] for r in rows if r[2] == smallest and r[3] <= max(conv_ch)]
+    return fits[-1] if fits else None
 
 
 def _logits(model: "SegmentationModel", x: "torch.Tensor") -> "torch.Tensor":
@@ -151,12 +162,13 @@ def layer_table(model: "SegmentationModel", image: np.ndarray) -> tuple[list[dic
 
 
 def seg_gradcam(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray | None = None, target: int = 1, *,
-                config: SegGradCAMConfig = SegGradCAMConfig(), geometry: dict[str, Any] | None = None
-                ) -> Generator[Progress, None, "Explanation"]:
+                label: np.ndarray | None = None, config: SegGradCAMConfig = SegGradCAMConfig(),
+                geometry: dict[str, Any] | None = None) -> Generator[Progress, None, "Explanation"]:
     """Generator form of Seg-Grad-CAM: yields :class:`Progress`, returns an :class:`Explanation`.
 
     ``image``: ``(C, *S)`` raw intensities; ``roi``: bool ``S`` (the pixels whose logits are summed; None = the
-    predicted pixels of ``target``). ``map``: class activation map in [0, 1] of shape ``S``.
+    predicted pixels of ``target``); ``label``: optional ground truth (non-zero = the structure): the logits are
+    summed over the RoI's labelled pixels only. ``map``: class activation map in [0, 1] of shape ``S``.
     """
     import torch
     import torch.nn.functional as F
@@ -176,6 +188,10 @@ def seg_gradcam(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray |
     nd = len(shape)
     roi = check_mask(roi, shape, "RoI")
     roi = roi.astype(bool) if roi is not None else None
+    label = check_mask(label, shape, "label")
+    pixels = None if label is None else (np.asarray(label) != 0) & (roi if roi is not None else True)
+    if pixels is not None and not pixels.any():
+        raise UserError("the label has no pixel inside the RoI: nothing to sum the logits over")
     dev = model.device
     passes0 = model.forward_passes
     yield Progress(0, 1, "forward and backward")
@@ -190,7 +206,10 @@ def seg_gradcam(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray |
             class_probability(probs, target)  # checks the class index (a UserError naming the classes)
             if z is None:
                 z = logits[:, target]
-            if roi is not None:
+            if pixels is not None:
+                region = torch.as_tensor(pixels, device=dev)
+                where = "RoI and label" if roi is not None else "label"
+            elif roi is not None:
                 region = torch.as_tensor(roi, device=dev)
                 where = "RoI"
             else:
@@ -250,12 +269,14 @@ def seg_gradcam(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray |
     stats = {"layer": name, "layer_shape": list(a.shape), "target_logit_sum": float(y.detach()),
              "n_target_pixels": int(region.sum()), "cam_peak": peak, "positive_weights": int((w > 0).sum()),
              "forward_passes": model.forward_passes - passes0}
-    devs = ["Layer 'auto': the convolution layer with the smallest spatial output (of ties, the last to run); the "
-            "paper picks a U-Net's bottleneck by hand.",
+    devs = ["Layer 'auto': the last module with the smallest spatial output, no wider than its convolutions (the "
+            "bottleneck block's output); the paper picks a U-Net's bottleneck by hand.",
             "The map is divided by its maximum (0 stays 0; [0, 1]) rather than min-max normalised.",
             "One forward and one backward pass (gradients flow to the activations only; the model's .grad is untouched)."]
-    if roi is None:
+    if where == "predicted mask":
         devs.append("No RoI: the logits are summed over the pixels the model predicts as the class.")
+    elif label is not None:
+        devs.append(f"Logits summed over the {where} pixels (the labelled structure), not the whole RoI box.")
     if name == INPUT:
         devs.append("Layer 'input': the weighted sum runs over the normalised input channels (no feature layer).")
     params = asdict(cfg) | {"target_class": int(target), "layer_used": name, "target_region": where}
@@ -283,7 +304,7 @@ def summary(expl: "Explanation") -> str:
 SPEC_DIMS = (2, 3)
 SPEC = register(ExplainerSpec(
     name="seg_gradcam", title="Seg-Grad-CAM", paper="Vinogradova et al. 2020", config=SegGradCAMConfig,
-    run=seg_gradcam, needs=frozenset({"roi_optional", "gradients"}), dims=SPEC_DIMS,
+    run=seg_gradcam, needs=frozenset({"roi_optional", "label", "gradients"}), dims=SPEC_DIMS,
     stats=(Stat("layer", "layer", "{}"), Stat("cam_peak", "peak (before scaling)", "{:.3g}"),
            Stat("n_target_pixels", "pixels summed", "{:d}")),
     layers=(ResultLayer("map", "CAM", "saliency", colorbar=True), ResultLayer("roi", "RoI", "outline")),
