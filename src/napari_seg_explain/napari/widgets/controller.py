@@ -10,7 +10,6 @@ input problem the user can fix is a :class:`~napari_seg_explain.core.errors.User
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from ...core.errors import UserError
 from .. import layers as L
 from . import inputs, jobs, model_space_runs, pools
+from .plans import Choices, Estimate, PlannedRun  # noqa: F401 - re-exported for the dock and tasks
 from .run_store import RunRecord, RunStore
 
 if TYPE_CHECKING:
@@ -26,56 +26,9 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
     from ...core.explainers.base import ExplainerSpec
-    from ...core.jobs import ExplainJob
     from ...core.models import SegmentationModel
 
 NO_ROI_NAME = "whole image"  # the RoI part of a run's label when a method explains the whole image
-
-
-@dataclass
-class Choices:
-    """The dock's inputs for a Run: layer names ('' for none), the class, the pool, the method's parameters."""
-
-    method: str
-    image: str
-    roi: str = ""
-    every_shape: bool = False
-    target: int = 1
-    class_name: str = ""
-    ground_truth: str = ""
-    pool: str = pools.POOL_SELF
-    pool_folder: str = ""
-    exclude: int = 5
-    values: dict[str, Any] = field(default_factory=dict)
-    roi_slices: int = 2  # 3-D models: a shape drawn on slice z is the RoI on slices z - k .. z + k
-
-
-@dataclass
-class PlannedRun:
-    """One job of a Run, with where its layers go and how they are named."""
-
-    job: "ExplainJob"
-    geom: L.SliceGeometry
-    run_id: str
-    label: str
-    desc: str
-    pool: pools.PoolSpec | None = None
-
-    @property
-    def spec(self) -> "ExplainerSpec":
-        return self.job.spec
-
-
-@dataclass
-class Estimate:
-    """The cost line: its text, about how many seconds the upper bound of forward passes takes (NaN: unknown),
-    the explained slices (volumes) and whether a Run would start (``ok``)."""
-
-    text: str
-    seconds: float = float("nan")
-    passes: int = 0
-    slices: list[int | None] = field(default_factory=list)
-    ok: bool = False
 
 
 class Controller:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ...core.images import Image
     from ...core.models import SegmentationModel
     from ...core.progress import Progress
-    from .controller import Choices, Controller, Estimate, PlannedRun
+    from .controller import Controller
+    from .plans import Choices, Estimate, PlannedRun
 
 
 def is_model_space(model: "SegmentationModel | None") -> bool:
@@ -79,7 +80,7 @@ def plan_model_space(ctl: "Controller", c: "Choices", image: "Layer") -> list["P
     :func:`~napari_seg_explain.core.job_space.job_in_model_space`; the results come back on the whole volume."""
     from ...core.explainers import registry
     from ...core.job_space import job_in_model_space
-    from .controller import PlannedRun
+    from .plans import PlannedRun
 
     spec = registry.get(c.method)
     if c.target < 0:
@@ -123,7 +124,7 @@ def estimate_model_space(ctl: "Controller", c: "Choices") -> "Estimate":
     the upper bound of forward passes is the method's for one patch of the model's patch size per RoI (with the
     smallest RoI)."""
     from ...core.explainers import registry
-    from .controller import Estimate
+    from .plans import Estimate
 
     image = ctl.layer(c.image)
     model = ctl.loaded.model
