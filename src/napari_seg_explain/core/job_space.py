@@ -49,7 +49,7 @@ def job_in_model_space(model: "PreprocessingModel", image: "Image", method: str,
     lab = label_array if label_array is not None else (
         array_from_file(label, None, shape, "--label") if label else None)
     lab = lab if spec.uses("label") else None
-    arr, space = model.prepare(image)
+    arr, space = model.prepared(image)
     roi_m = space.model(np.asarray(roi, bool)) if roi is not None else None
     lab_m = space.model(np.asarray(lab)) if lab is not None else None
     if roi_m is not None and not roi_m.any():
@@ -83,6 +83,7 @@ def job_in_model_space(model: "PreprocessingModel", image: "Image", method: str,
     if len(model.channel_names) == arr.shape[0]:  # e.g. nnU-Net's dataset.json: T1, T1c, T2, FLAIR
         geometry["channel_names"] = list(model.channel_names)
     job = ExplainJob(method, np.ascontiguousarray(arr_e), roi_e, cls, config=cfg, label=lab_e, pool=the_pool,
+                     pool_key=f"scans in {', '.join(map(str, pool))}" if (pool and spec.uses("pool")) else "",
                      geometry=geometry, roi_name=roi_name, warnings=warnings,
                      class_name=names[cls] if cls < len(names) else f"class {cls}",
                      crop=(*plane, *crop) if (plane or crop) else None, full_shape=full, reorder=space)
@@ -106,8 +107,9 @@ def _pool(model: "PreprocessingModel", paths: Sequence[str] | None, block: Any, 
     """Other scans preprocessed as the model's tool does (the paper's setting), else ``fallback`` arrays."""
     from .perturb.pools import pool_from_arrays, pool_from_paths
 
-    if paths:
-        return pool_from_paths(model, list(paths), block, exclude_source=image_path)
+    if paths:  # a recipe: the other scans are preprocessed when the job runs (in the worker, in napari)
+        files = list(paths)
+        return lambda m, blk: pool_from_paths(m, files, blk, exclude_source=image_path)
     if itself:
         warnings.append("no other volumes to draw replacement blocks from: crops of the explained volume itself "
                         "are used (a recorded fallback). Give other volumes as the pool for the paper's setting.")

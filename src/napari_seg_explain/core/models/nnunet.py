@@ -128,10 +128,6 @@ class NNUNetModel(PreprocessingModel):
     # --- preprocessing and whole-scan inference --------------------------------------------------
     def prepare(self, image: "Image") -> tuple[np.ndarray, ModelSpace]:
         """nnU-Net's own preprocessing of the scan, and the display <-> preprocessed grid mapping."""
-        data, space, _ = self._preprocess(image)
-        return data, space
-
-    def _preprocess(self, image: "Image") -> tuple[np.ndarray, NNUNetSpace, dict[str, Any]]:
         p = self.predictor
         data, spacing, reorder = as_nnunet_array(image)
         pre = p.configuration_manager.preprocessor_class(verbose=False)
@@ -139,7 +135,7 @@ class NNUNetModel(PreprocessingModel):
                                          p.configuration_manager, p.dataset_json)
         space = NNUNetSpace.from_properties(props, tuple(out.shape[1:]), reorder, p.plans_manager,
                                             self.configuration, list(self.spacing))
-        return np.ascontiguousarray(out, dtype=np.float32), space, props
+        return np.ascontiguousarray(out, dtype=np.float32), space
 
     def segment_scan(self, image: "Image") -> Generator["Progress", None, np.ndarray]:
         """nnU-Net's prediction of the scan (its sliding window, mirroring and fold ensemble), display grid."""
@@ -151,7 +147,8 @@ class NNUNetModel(PreprocessingModel):
         p = self.predictor
         n = len(p.list_of_parameters)
         yield Progress(0, n + 1, "nnU-Net preprocessing")
-        data, space, props = self._preprocess(image)
+        data, space = self.prepared(image)
+        props = space.properties  # type: ignore[attr-defined]
         x = torch.from_numpy(data)
         logits = None
         for i, params in enumerate(p.list_of_parameters):  # nnU-Net's predict_logits_from_preprocessed_data
@@ -166,9 +163,8 @@ class NNUNetModel(PreprocessingModel):
             logits, p.plans_manager, p.configuration_manager, p.label_manager, props, return_probabilities=False)
         yield Progress(n + 1, n + 1, "nnU-Net resampling to the scan")
         seg = np.asarray(seg)
-        if space.reorder is None:
-            return np.ascontiguousarray(seg[0])
-        return space.reorder.display(seg.transpose(2, 1, 0))
+        reorder = space.reorder  # type: ignore[attr-defined]
+        return np.ascontiguousarray(seg[0]) if reorder is None else reorder.display(seg.transpose(2, 1, 0))
 
 
 def _configuration_name(predictor: Any) -> str:

@@ -8,7 +8,7 @@ maps come back exactly (nearest neighbour); the intensities are nnU-Net's own pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,7 @@ class NNUNetSpace(ModelSpace):
     shape_after_cropping: tuple[int, ...]
     shape_preprocessed: tuple[int, ...]
     codes: str = ""
+    properties: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # nnU-Net's, for export
 
     @classmethod
     def from_properties(cls, props: dict[str, Any], shape_pre: tuple[int, ...], reorder: "Reorder | None",
@@ -65,7 +66,7 @@ class NNUNetSpace(ModelSpace):
                    tuple((int(a), int(b)) for a, b in props["bbox_used_for_cropping"]),
                    tuple(int(s) for s in props["shape_after_cropping_and_before_resampling"]),
                    tuple(int(s) for s in shape_pre),
-                   f"nnU-Net preprocessed grid ({configuration}, {sp} mm, shape {list(shape_pre)})")
+                   f"nnU-Net preprocessed grid ({configuration}, {sp} mm, shape {list(shape_pre)})", dict(props))
 
     def model(self, arr: np.ndarray) -> np.ndarray:
         a = np.asarray(arr)

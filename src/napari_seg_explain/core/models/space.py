@@ -57,6 +57,22 @@ class PreprocessingModel(SegmentationModel, ABC):
     def prepare(self, image: "Image") -> tuple[np.ndarray, ModelSpace]:
         """``(C, *S_model)`` float32, preprocessed as the tool does, and the grid mapping for this scan."""
 
+    def prepared(self, image: "Image") -> tuple[np.ndarray, ModelSpace]:
+        """:meth:`prepare`, remembered for the last two scans (keyed by content and geometry): segmenting a scan
+        and then explaining it (or several RoIs of it) preprocess it once."""
+        import hashlib
+
+        h = hashlib.blake2b(np.ascontiguousarray(image.data).view(np.uint8).ravel(), digest_size=16)
+        h.update(np.asarray(image.affine, dtype=np.float64).tobytes())
+        h.update(repr((image.data.shape, str(image.data.dtype), image.spacing)).encode())
+        key = h.hexdigest()
+        cache: dict[str, tuple[np.ndarray, ModelSpace]] = self.__dict__.setdefault("_prepared", {})
+        if key not in cache:
+            if len(cache) >= 2:
+                cache.pop(next(iter(cache)))
+            cache[key] = self.prepare(image)
+        return cache[key]
+
     @abstractmethod
     def segment_scan(self, image: "Image") -> Generator["Progress", None, np.ndarray]:
         """Labels on the display grid, computed the tool's own way (sliding window, ensembling...)."""
