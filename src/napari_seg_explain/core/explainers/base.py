@@ -59,6 +59,21 @@ class ParamInfo:
     per_axis: bool = False
 
 
+
+def threshold_param(tip: str = "probability threshold of a predicted pixel") -> Any:
+    """The probability threshold every method shares (0.5 by default)."""
+    return param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold", tip=tip)
+
+
+def seed_param(tip: str) -> Any:
+    """The seed every method records (and uses, where it draws at random)."""
+    return param(0, lo=0, hi=2**31 - 1, label="Seed", tip=tip)
+
+
+def batch_size_param(tip: str) -> Any:
+    """Images per forward pass; 0 = automatic (the Engine times a few sizes)."""
+    return param(0, lo=0, hi=65536, label="Batch size", tip=tip)
+
 def config_params(config_cls: type) -> list[ParamInfo]:
     """The parameters of a config dataclass, in declaration order (fields without :func:`param` included)."""
     hints = {f.name: f.type for f in dataclasses.fields(config_cls)}

@@ -24,7 +24,7 @@ from ..engine import Engine
 from ..errors import UserError
 from ..metrics import dice
 from ..progress import Progress, drive
-from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
 from .registry import register
 
@@ -61,11 +61,9 @@ class MiSuReConfig:
                                tip="weight of the class soft Dice; -1 = auto: 2-D 1.5 (author's code), 3-D 0.5")
     cutoff: float = param(0.2, lo=0.0, hi=1 - 1e-6, step=0.05, label="Cut-off",
                           tip="saliency values below this become 0 (paper: 0.2)")
-    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
-                             tip="probability threshold of the predicted mask")
-    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="recorded; the method draws nothing at random")
-    batch_size: int = param(0, lo=0, hi=65536, label="Batch size",
-                            tip="stage-1 dilations per forward pass; 0 = automatic")
+    threshold: float = threshold_param("probability threshold of the predicted mask")
+    seed: int = seed_param("recorded; the method draws nothing at random")
+    batch_size: int = batch_size_param("stage-1 dilations per forward pass; 0 = automatic")
 
     def __post_init__(self) -> None:
         check_ranges(self, "MiSuRe")

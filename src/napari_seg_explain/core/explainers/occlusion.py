@@ -25,7 +25,7 @@ from ..metrics import effect_shares
 from ..perturb.grid import BlockGrid, block_index
 from ..progress import Progress, drive
 from ..score import METRIC_OWN, RoIScore
-from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
 from .registry import register
 
@@ -49,11 +49,9 @@ class OcclusionConfig:
                                          tip="block size in pixels; 3-D: one size, or one per axis")
     sigma: float = param(5.0, lo=0.1, hi=100.0, step=0.5, label="Blur σ (px)",
                          tip="standard deviation of the Gaussian blur in pixels (fill = blur only)")
-    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
-                             tip="probability threshold of a predicted pixel")
-    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="recorded; occlusion draws nothing at random")
-    batch_size: int = param(0, lo=0, hi=65536, label="Batch size",
-                            tip="perturbed images per forward pass; 0 = automatic")
+    threshold: float = threshold_param("probability threshold of a predicted pixel")
+    seed: int = seed_param("recorded; occlusion draws nothing at random")
+    batch_size: int = batch_size_param("perturbed images per forward pass; 0 = automatic")
 
     def __post_init__(self) -> None:
         check_ranges(self, "Occlusion")

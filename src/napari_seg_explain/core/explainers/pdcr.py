@@ -25,7 +25,7 @@ from ..metrics import effect_shares
 from ..perturb.grid import BlockGrid, block_index
 from ..progress import Progress, drive
 from ..score import METRIC_OWN, RoIScore
-from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
 from .pdcr_stats import far_distance, far_field, histogram
 from .registry import register
@@ -48,11 +48,10 @@ class PdCRConfig:
                        label="τ (Dice pts)")
     n: int = param(50, lo=1, hi=10000, tip="draws N for a block that passes screening (paper: 50)",
                    label="N (draws)")
-    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01,
-                             tip="probability threshold of a predicted pixel (authors: 0.5)", label="Threshold")
-    seed: int = param(0, lo=0, hi=2**31 - 1, tip="seed of the replacement draws", label="Seed")
-    batch_size: int = param(0, lo=0, hi=65536, tip="perturbed images per forward pass; 0 = automatic (the fastest "
-                            "measured on the first batches)", label="Batch size")
+    threshold: float = threshold_param("probability threshold of a predicted pixel (authors: 0.5)")
+    seed: int = seed_param("seed of the replacement draws")
+    batch_size: int = batch_size_param("perturbed images per forward pass; 0 = automatic (the fastest measured "
+                                       "on the first batches)")
     amp: bool = param(False, tip="mixed precision on CUDA (opt-in speed mode; exact mode: off)", label="AMP")
     screening: str = param("auto", choices=("auto", "exact", "hierarchical"), label="Screening",
                            tip="exact: every block screened (the paper); hierarchical: blocks of twice the size "

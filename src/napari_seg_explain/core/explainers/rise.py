@@ -22,7 +22,7 @@ from ..engine import Engine
 from ..perturb.grid import block_index, block_sizes
 from ..progress import Progress, drive
 from ..score import METRIC_OWN, RoIScore
-from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
 from .registry import register
 
@@ -46,11 +46,9 @@ class RISEConfig:
                                         tip="size of a grid cell in pixels (3-D: one size or one per axis)")
     p_keep: float = param(0.5, lo=0.01, hi=0.99, step=0.05, label="p (keep)",
                           tip="probability that a grid cell is kept (paper: 0.5)")
-    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
-                             tip="probability threshold of a predicted pixel")
-    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="seed of the masks and their shifts")
-    batch_size: int = param(0, lo=0, hi=65536, label="Batch size",
-                            tip="masked images per forward pass; 0 = automatic")
+    threshold: float = threshold_param("probability threshold of a predicted pixel")
+    seed: int = seed_param("seed of the masks and their shifts")
+    batch_size: int = batch_size_param("masked images per forward pass; 0 = automatic")
 
     def __post_init__(self) -> None:
         check_ranges(self, "RISE")

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..progress import Progress, drive
-from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
 from .registry import register
 
@@ -49,11 +49,10 @@ class SegGradCAMConfig:
                        tip="named module whose activations are weighted: auto = the last module with the smallest "
                            "spatial output (the bottleneck block), input = the normalised input, list (CLI) = print the "
                            "model's layers and exit")
-    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
-                             tip="probability threshold of the predicted mask (used without a RoI)")
-    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="recorded; Seg-Grad-CAM draws nothing at random")
-    batch_size: int = param(0, lo=0, hi=65536, label="Batch size",
-                            tip="recorded for a uniform interface; Seg-Grad-CAM runs one forward and backward pass")
+    threshold: float = threshold_param("probability threshold of the predicted mask (used without a RoI)")
+    seed: int = seed_param("recorded; Seg-Grad-CAM draws nothing at random")
+    batch_size: int = batch_size_param("recorded for a uniform interface; Seg-Grad-CAM runs one forward and "
+                                       "backward pass")
 
     def __post_init__(self) -> None:
         check_ranges(self, "Seg-Grad-CAM")

@@ -26,7 +26,7 @@ from ..engine import Engine
 from ..errors import UserError
 from ..progress import Progress, drive
 from ..score import RoIScore
-from .base import ExplainerSpec, ResultLayer, Stat, check_ranges, param
+from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
 from .registry import register
 
@@ -47,16 +47,15 @@ class ShapleyConfig:
                         tip="hard Dice of the prediction (the paper) or soft Dice of the probabilities")
     baseline: str = param("zero", choices=("zero", "mean", "blur"), label="Absent contrast",
                           tip="what replaces an absent contrast in the model's input space")
-    threshold: float = param(0.5, lo=1e-6, hi=1 - 1e-6, step=0.01, label="Threshold",
-                             tip="probability threshold of a predicted pixel")
+    threshold: float = threshold_param("probability threshold of a predicted pixel")
     clinician_ranking: str = param("", label="Clinician's ranking", flag="--ranking",
                                    tip="contrast names or indices, most important first, comma-separated "
                                        "(e.g. FLAIR,T2,T1c,T1): Kendall's tau and top-1 agreement")
     permutations: int = param(200, lo=1, hi=100000, label="Permutations",
                               tip="more than 8 contrasts: Shapley values estimated from this many random orders "
                                   "(each costs C + 1 passes); the standard error is reported")
-    seed: int = param(0, lo=0, hi=2**31 - 1, label="Seed", tip="seed of the random orders (more than 8 contrasts)")
-    batch_size: int = param(0, lo=0, hi=65536, label="Batch size", tip="coalitions per forward pass; 0 = auto")
+    seed: int = seed_param("seed of the random orders (more than 8 contrasts)")
+    batch_size: int = batch_size_param("coalitions per forward pass; 0 = auto")
 
     def __post_init__(self) -> None:
         check_ranges(self, "Shapley")
