@@ -8,26 +8,29 @@ Otherwise ``n`` fresh draws give the ATE, set to 0 when ``|ATE| < tau``.
 
 Unlike the authors' block-by-block loop, many (block, draw) pairs are packed into each forward batch
 (:class:`~napari_seg_explain.core.engine.Engine`) and every perturbed image is built on the model's device.
+Opt-in speed modes (the paper's exact mode stays the default in 2-D): hierarchical screening, adaptive N,
+several RoIs per run (:func:`pdcr_multi`), a coarse preview map; the stages are in ``pdcr_run.py``, the
+result's stats and deviations in ``pdcr_result.py``, map agreement in ``pdcr_agreement.py``.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Generator
-from dataclasses import asdict, dataclass
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..engine import Engine
-from ..metrics import effect_shares
-from ..perturb.grid import BlockGrid, block_index
+from ..perturb.grid import BlockGrid
 from ..progress import Progress, drive
-from ..score import METRIC_OWN, RoIScore
+from ..score import RoIScore
 from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
 from .common import check_image, check_mask, provenance
-from .pdcr_stats import far_distance, far_field, histogram
+from .pdcr_result import block_stats, deviations, params, speed_stats
+from .pdcr_run import run_stages
 from .registry import register
 
 if TYPE_CHECKING:
@@ -54,8 +57,25 @@ class PdCRConfig:
                                        "on the first batches)")
     amp: bool = param(False, tip="mixed precision on CUDA (opt-in speed mode; exact mode: off)", label="AMP")
     screening: str = param("auto", choices=("auto", "exact", "hierarchical"), label="Screening",
-                           tip="exact: every block screened (the paper); hierarchical: blocks of twice the size "
-                               "screened first, blocks only inside the relevant ones; auto: hierarchical for 3-D")
+                           tip="exact: every block screened (the paper); hierarchical: coarse blocks ('coarse "
+                               "factor' times the size) screened first, blocks only inside the relevant ones; auto: "
+                               "hierarchical for 3-D")
+    coarse_factor: int = param(2, lo=2, hi=8, label="Coarse factor",
+                               tip="hierarchical screening: coarse blocks are this many blocks wide (2: 16 px for "
+                                   "8 px blocks, 4: 32 px)")
+    adaptive: bool = param(False, label="Adaptive N",
+                           tip="opt-in speed mode: draw in rounds of 'min draws' and stop a block once its ATE's "
+                               "standard error settles whether it matters (at most N); off = the paper's N for all")
+    min_draws: int = param(10, lo=2, hi=1000, label="Min draws (adaptive)",
+                           tip="adaptive N: draws per round, and the fewest a block gets")
+    adaptive_z: float = param(2.58, lo=0.0, hi=10.0, step=0.01, label="z (adaptive)",
+                              tip="adaptive N: settled when |ATE| ± z·SE lies on one side of τ (2.58: two-sided 1 %)")
+    adaptive_se: float = param(0.1, lo=0.0, hi=10.0, step=0.01, label="Relative SE (adaptive)",
+                               tip="adaptive N: a relevant block also needs SE <= this fraction of |ATE| (its value, "
+                                   "not only its sign, is known)")
+    preview: bool = param(False, label="Preview",
+                          tip="stream a coarse map first: blocks not yet estimated show their screening mean "
+                              "(off: NaN until estimated)")
     contrast: int = param(-1, lo=-1, hi=63, label="Contrast",
                           tip="perturb only this input channel (one causal map per contrast of a multi-contrast "
                               "model); -1 = every channel, the paper")
@@ -65,17 +85,6 @@ class PdCRConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "PdCR")
-
-
-DEVIATIONS_ALWAYS = [
-    "Many (block, draw) pairs are evaluated per forward batch instead of one block at a time "
-    "(same estimator, same draws distribution).",
-    "Replacement crops are drawn at random positions of the pool images (uniformly with replacement); a folder "
-    "of pre-cut block-sized tiles gives the authors' own intervention distribution.",
-    "Pixels not evaluated (the RoI and blocks touching it) are NaN, not 0.",
-]
-PARTIAL_BLOCKS = ("The image size is not a multiple of the patch: the narrower blocks on the edges are evaluated "
-                  "too (the authors' grid stops at the last whole block).")
 
 
 def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target: int = 1, *,
@@ -89,13 +98,41 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
     a warning); ``label``: shape ``S``, non-zero = the class (paper setting: hard Dice vs the label); without
     it, soft Dice vs the model's own unperturbed prediction. ``Explanation.map`` has shape ``S``.
     """
+    out = yield from _run(model, image, [roi], [target], [label], pool, config, geometry, None, shared_draws=False)
+    return out[0]
+
+
+def pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.ndarray],
+               targets: int | Sequence[int] = 1, *, labels: Sequence[np.ndarray | None] | None = None,
+               pool: "TilePool | None" = None, config: PdCRConfig = PdCRConfig(),
+               geometry: dict[str, Any] | None = None, exclude: np.ndarray | None = None
+               ) -> Generator[Progress, None, list["Explanation"]]:
+    """PdCR for several RoIs (and classes) from one set of forward passes: one :class:`Explanation` per RoI.
+
+    Every perturbed image is scored for every RoI (:class:`RoIScore`), so K RoIs cost about one run. Blocks
+    touching *any* RoI (or ``exclude``) are not perturbed (NaN in every map). Each RoI's screening uses its own
+    Dice changes; a block past screening for any RoI gets N draws, drawn per block (a table made up front), so
+    each RoI's map equals a one-RoI ``pdcr_multi`` run with the same ``exclude`` and seed (exact screening and
+    N; adaptive N stops a block once every RoI it passed for is settled). Partial maps stream RoI 0.
+    """
+    rois = list(rois)
+    targets = [int(targets)] * len(rois) if np.isscalar(targets) else list(targets)
+    labels = [None] * len(rois) if labels is None else list(labels)
+    if not (len(rois) == len(targets) == len(labels) >= 1):
+        from ..errors import UserError
+
+        raise UserError("PdCR with several RoIs needs one class and one label (or None) per RoI")
+    return (yield from _run(model, image, rois, targets, labels, pool, config, geometry, exclude, shared_draws=True))
+
+
+def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, exclude, *, shared_draws: bool
+         ) -> Generator[Progress, None, list["Explanation"]]:
     import torch
 
     from ..perturb.pools import pool_from_image_itself
     from ..results import Explanation
 
     t_start = time.perf_counter()
-    cfg = config
     image = check_image(model, image)
     shape = image.shape[1:]
     if cfg.contrast >= image.shape[0]:
@@ -103,142 +140,54 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
 
         raise UserError(f"PdCR parameter contrast {cfg.contrast} does not exist: the image has {image.shape[0]} "
                         f"channel(s) (0..{image.shape[0] - 1}, or -1 for all)")
-    roi = check_mask(roi, shape, "RoI").astype(bool)
-    label = check_mask(label, shape, "label")
+    rois = [check_mask(r, shape, "RoI").astype(bool) for r in rois]
+    labels = [check_mask(lab, shape, "label") for lab in labels]
+    union = np.logical_or.reduce(rois)
+    if exclude is not None:
+        union = union | check_mask(exclude, shape, "excluded region").astype(bool)
     warnings_out: list[str] = []
     if pool is None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pool = pool_from_image_itself(model, image, cfg.patch)
         warnings_out += [str(c.message) for c in caught]
-    score = RoIScore(roi, target, labels=label, threshold=cfg.threshold)
+    score = RoIScore(rois, targets, labels=labels, threshold=cfg.threshold)
     engine = Engine(model, cfg.batch_size, amp=cfg.amp)
-    dev = model.device
-    b = cfg.patch
     passes0 = model.forward_passes
 
     with model.eval_mode():
         with torch.inference_mode():
-            raw = torch.as_tensor(image, device=dev)[None]
+            raw = torch.as_tensor(image, device=model.device)[None]
             x0 = model.normalize(raw)
             probs0 = model.forward_normalized(x0, amp=cfg.amp)
-            m0 = float(score.prepare(probs0)[0])
+            m0 = score.prepare(probs0).float().cpu()
             n_classes = int(probs0.shape[1])
         bound = pool.bind(model, raw)
-        grid = BlockGrid(shape, b, roi)
-        nb = grid.n_blocks
-        coarse = _coarse_grid(cfg, grid, roi, bound)
-        pad_grid = coarse if coarse is not None else grid
-        x0p = pad_grid.pad(x0)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        in_shape = tuple(x0.shape[1:])
-
-        def builder(g: BlockGrid, ids: "torch.Tensor", draws: "torch.Tensor"):
-            corners = torch.as_tensor(g.corners, dtype=torch.long)
-
-            def build(start: int, stop: int) -> "torch.Tensor":
-                c = corners[ids[start:stop]].to(dev)
-                xb = x0p.expand(len(c), *x0p.shape[1:]).clone()
-                rows = torch.arange(len(c), device=dev).reshape([-1] + [1] * c.shape[1])
-                crops = bound.crops(draws[start:stop], g.sizes)
-                if cfg.contrast < 0:
-                    xb[(rows, slice(None)) + block_index(c, g.sizes)] = crops
-                else:  # one contrast: the other channels keep their own block
-                    xb[(rows, cfg.contrast) + block_index(c, g.sizes)] = crops[..., cfg.contrast]
-                return grid.crop(xb)
-            return build
-
-        def draws_for(g: BlockGrid, ids: "torch.Tensor") -> "torch.Tensor":
-            return bound.draw(len(ids), g.sizes, gen, avoid=torch.as_tensor(g.corners, dtype=torch.long)[ids])
+        grid = BlockGrid(shape, cfg.patch, union)
+        coarse = _coarse_grid(cfg, grid, union, bound)
+        x0p = (coarse if coarse is not None else grid).pad(x0)
 
         def delta(p: "torch.Tensor") -> "torch.Tensor":
-            return score(p)[:, 0] - m0
+            return score(p) - m0.to(p.device)
 
-        # the map so far: 0 for blocks found irrelevant, NaN for blocks not (yet) estimated
-        ate = torch.full((nb,), float("nan"), dtype=torch.float32)
-        done = 1
+        ate, info = yield from run_stages(cfg, grid, coarse, bound, engine, x0p, delta, len(rois), shared_draws,
+                                          t_start)
 
-        # stage 0 (hierarchical): screen blocks of twice the size; blocks inside irrelevant ones are irrelevant
-        cand = torch.arange(nb)
-        if coarse is not None:
-            ids0 = torch.arange(coarse.n_blocks).repeat_interleave(cfg.screen)
-            d0 = yield from engine.run(len(ids0), builder(coarse, ids0, draws_for(coarse, ids0)), delta,
-                                       stage="screening coarse blocks", done0=done,
-                                       total=1 + len(ids0) + nb * (cfg.screen + cfg.n), shape=in_shape)
-            done += len(ids0)
-            relevant = np.zeros(coarse.grid_shape, bool)
-            passed0 = (d0.reshape(-1, cfg.screen).abs() >= cfg.tau).any(dim=1).numpy()
-            relevant[tuple(coarse.coords[passed0].T)] = True
-            relevant |= coarse.touching  # not screened as a whole: their blocks are screened one by one
-            keep = relevant[tuple((grid.coords // 2).T)]
-            ate[torch.as_tensor(~keep)] = 0.0
-            cand = torch.as_tensor(np.flatnonzero(keep))
-
-        # stage 1: screening with S draws per block
-        ids1 = cand.repeat_interleave(cfg.screen)
-        total = done - 1 + len(ids1)
-
-        def screened(n_done: int, d: "torch.Tensor") -> np.ndarray:
-            k = n_done // cfg.screen
-            passed = (d[: k * cfg.screen].reshape(k, cfg.screen).abs() >= cfg.tau).any(dim=1)
-            ate[cand[:k]] = torch.where(passed, float("nan"), 0.0)
-            return grid.paint(ate.numpy())
-
-        d1 = yield from engine.run(len(ids1), builder(grid, ids1, draws_for(grid, ids1)), delta, stage="screening",
-                                   done0=done, total=1 + total + len(cand) * cfg.n, shape=in_shape,
-                                   partial=screened)
-        active = cand[(d1.reshape(len(cand), cfg.screen).abs() >= cfg.tau).any(dim=1)]
-
-        # stage 2: N fresh draws for each block that passed screening
-        total += len(active) * cfg.n
-        ids2 = active.repeat_interleave(cfg.n)
-
-        def finish(n_done: int, d: "torch.Tensor") -> np.ndarray:
-            """Set the ATE of blocks whose N draws are all done; return the map so far (NaN: still to come)."""
-            k = n_done // cfg.n
-            means = d[: k * cfg.n].reshape(k, cfg.n).mean(dim=1)
-            ate[active[:k]] = torch.where(means.abs() < cfg.tau, torch.zeros_like(means), means)
-            return grid.paint(ate.numpy())
-
-        if len(ids2):
-            yield from engine.run(len(ids2), builder(grid, ids2, draws_for(grid, ids2)), delta, stage="estimating",
-                                  done0=1 + total - len(ids2), total=1 + total, shape=in_shape, partial=finish)
-        else:
-            ate[:] = torch.where(torch.isnan(ate), torch.zeros_like(ate), ate)
-            yield Progress(1 + total, 1 + total, "estimating", partial=grid.paint(ate.numpy()))
-
-    ate_np = ate.numpy()
-    stats = {"M0": m0, "metric": score.metric, "n_blocks": nb, "n_blocks_screened_in": int(len(active)),
-             "screening": "hierarchical" if coarse is not None else "exact",
-             "n_blocks_screened": int(len(cand)),
-             "min_ate": float(ate_np.min()) if nb else 0.0, "max_ate": float(ate_np.max()) if nb else 0.0,
-             **effect_shares(ate_np), "histogram": histogram(ate_np, cfg.tau),
-             **far_field(grid, roi, ate_np, far_distance(cfg.far_distance, model.card.receptive_field)),
-             "forward_passes": model.forward_passes - passes0}
-    devs = list(DEVIATIONS_ALWAYS)
-    if grid.partial_edges:
-        devs.append(PARTIAL_BLOCKS)
-    if score.metric == METRIC_OWN:
-        devs.append("No ground-truth label: the RoI reference is the model's own unperturbed prediction and the "
-                    "metric is soft Dice on probabilities (the paper uses hard Dice against the label).")
-    if pool.avoid_self_overlap:
-        devs.append("Replacement crops come from the explained image itself (no other images were given).")
-    if n_classes > 2:
-        devs.append(f"Multi-class model ({n_classes} classes): the target class probability is binarised at "
-                    f"{cfg.threshold} (the authors' sigmoid models), which can differ from the argmax segmentation.")
-    if coarse is not None:
-        devs.append(f"Hierarchical screening: blocks of {coarse.block} were screened first ({cfg.screen} draws each) "
-                    f"and only the {len(cand)} of {nb} blocks inside the relevant ones (or touching the RoI's) were "
-                    "screened themselves; the others are irrelevant (0) without their own draws.")
-    if cfg.contrast >= 0:
-        devs.append(f"Only input channel {cfg.contrast} is perturbed (a per-contrast map); the paper replaces every "
-                    "channel of a block.")
-    if cfg.amp:
-        devs.append("Mixed precision (AMP) on CUDA: an opt-in speed mode, not the model's own precision.")
-    params = asdict(cfg) | {"target_class": int(target), "pool": pool.describe(), "metric": score.metric}
-    prov = provenance(model, t_start, stats["forward_passes"], cfg.seed, **engine.describe())
-    return Explanation(method="pdcr", map=grid.paint(ate_np), roi=roi, stats=stats, params=params,
-                       provenance=prov, deviations=devs, geometry=dict(geometry or {}), warnings=warnings_out)
+    passes = model.forward_passes - passes0
+    devs = deviations(cfg, grid, coarse, info, score.metric, pool, n_classes, len(rois))
+    speed = speed_stats(cfg, info, len(rois))
+    prov = provenance(model, t_start, passes, cfg.seed, **engine.describe())
+    out = []
+    for r, roi in enumerate(rois):
+        a = ate[r].numpy()
+        passed = int(info.passed[r].sum()) if info.passed is not None else 0
+        stats = block_stats(cfg, grid, roi, a, float(m0[r]), score.metrics[r], passed, info.n_screened,
+                            "hierarchical" if coarse is not None else "exact", model.card.receptive_field)
+        stats |= speed | {"forward_passes": passes}
+        out.append(Explanation(method="pdcr", map=grid.paint(a), roi=roi, stats=stats,
+                               params=params(cfg, targets[r], pool, score.metrics[r]), provenance=dict(prov),
+                               deviations=list(devs), geometry=dict(geometry or {}), warnings=list(warnings_out)))
+    return out
 
 
 def explain_pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target: int = 1,
@@ -247,15 +196,22 @@ def explain_pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray,
     return drive(pdcr(model, image, roi, target, **kwargs), progress, cancel)
 
 
+def explain_pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.ndarray],
+                       targets: int | Sequence[int] = 1, progress=None, cancel=None, **kwargs: Any
+                       ) -> list["Explanation"]:
+    """Blocking :func:`pdcr_multi`: one :class:`Explanation` per RoI from one set of forward passes."""
+    return drive(pdcr_multi(model, image, rois, targets, **kwargs), progress, cancel)
+
+
 def _coarse_grid(cfg: PdCRConfig, grid: BlockGrid, roi: np.ndarray, pool: "TilePool") -> BlockGrid | None:
-    """The grid of blocks twice the size for hierarchical screening, or None (exact mode, 2-D auto, a pool whose
-    images are smaller than a coarse block)."""
+    """The grid of blocks ``coarse_factor`` times the size for hierarchical screening, or None (exact mode, 2-D
+    auto, a pool whose images are smaller than a coarse block)."""
     mode = cfg.screening if cfg.screening != "auto" else ("hierarchical" if len(grid.shape) == 3 else "exact")
     if mode == "exact":
         return None
     import torch
 
-    sizes = tuple(2 * b for b in grid.sizes)
+    sizes = tuple(cfg.coarse_factor * b for b in grid.sizes)
     if bool((pool.sizes < torch.tensor(sizes)).any()):
         return None
     return BlockGrid(grid.shape, sizes, roi)

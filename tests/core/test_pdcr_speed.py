@@ -1,0 +1,136 @@
+"""PdCR's opt-in speed modes on the planted-cue model (tests/known_models.py): adaptive N, several RoIs per run,
+hierarchical screening in 2-D, the early coarse map. No timed assertions: forward passes are counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import known_models as km
+from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr, explain_pdcr_multi
+from napari_seg_explain.core.explainers.pdcr_agreement import agreement
+from napari_seg_explain.core.explainers.pdcr_run import settled
+from napari_seg_explain.core.models import SegmentationModel
+from napari_seg_explain.core.perturb.pools import pool_from_arrays
+from napari_seg_explain.core.rois import roi_from_box
+
+
+def _setup(label=True):
+    sc = km.cue_scene(object_value=None if label else 0.7)
+    model = SegmentationModel(km.CueModel(), device="cpu")
+    rng = np.random.default_rng(1)
+    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    roi = roi_from_box((km.H, km.W), *sc["box"])
+    return model, sc, pool, roi, (sc["label"] if label else None)
+
+
+def _rest(amap):
+    rest = amap.copy()
+    rest[km.CUE] = rest[km.SUPPRESSOR] = 0
+    return rest[np.isfinite(rest)]
+
+
+@pytest.mark.parametrize("label", [True, False], ids=["hard-dice-vs-label", "soft-dice-vs-own"])
+def test_adaptive_n_keeps_cue_and_suppressor_and_zeros_with_fewer_passes(label):
+    model, sc, pool, roi, lab = _setup(label)
+    run = {a: explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=lab, config=PdCRConfig(n=40, adaptive=a))
+           for a in (False, True)}
+    fast, exact = run[True], run[False]
+    assert (fast.map[km.CUE] < 0).all() and (fast.map[km.SUPPRESSOR] > 0).all()
+    assert np.all(_rest(fast.map) == 0.0), "blocks the model ignores stay exactly 0"
+    assert fast.stats["forward_passes"] < exact.stats["forward_passes"]
+    s = fast.stats
+    assert s["adaptive_passes_exact"] == 2 * 40 and s["adaptive_passes_saved"] > 0
+    assert s["passes_estimation"] + s["adaptive_passes_saved"] == exact.stats["passes_estimation"]
+    assert s["forward_passes"] == 1 + s["passes_screening"] + s["passes_estimation"]
+    assert any("Adaptive N" in d for d in fast.deviations) and not any("Adaptive" in d for d in exact.deviations)
+    ag = agreement(exact, fast)
+    assert ag["sign_agreement"] == 1.0 and ag["top_k_overlap"] == 1.0 and ag["pearson"] > 0.99
+
+
+def test_sequential_test_settles_irrelevant_relevant_and_waits_otherwise():
+    import torch
+
+    mean = torch.tensor([0.001, 5.0, 0.05, 5.0])
+    se = torch.tensor([0.001, 0.1, 0.05, 2.0])
+    # irrelevant (|m| + z se < tau), relevant and precise, undecided, relevant but imprecise
+    assert settled(mean, se, tau=0.02, z=2.58, rel_se=0.1).tolist() == [True, True, False, False]
+
+
+def test_adaptive_blocks_past_screening_that_are_irrelevant_become_zero():
+    """A block whose screening passed by chance but whose effect is ~0: adaptive N settles it as irrelevant."""
+    import torch
+
+    class Weak(km.CueModel):
+        def forward(self, x):  # a tiny effect of the distractor: passes screening with a large tau only by chance
+            d = x[:, :, km.DISTRACTOR[0], km.DISTRACTOR[1]].mean(dim=(1, 2, 3))[:, None, None, None]
+            return super().forward(x) + 0.5 * (d - 0.1)
+
+    sc = km.cue_scene(object_value=0.7)
+    img = sc["image"].copy()
+    img[0][km.DISTRACTOR] = 0.1
+    model = SegmentationModel(Weak(), device="cpu")
+    pool = pool_from_arrays(model, [np.random.default_rng(1).uniform(0, 0.2, (1, 40, 40)).astype(np.float32)])
+    roi = roi_from_box((km.H, km.W), *sc["box"])
+    tau = 0.002
+    fast = explain_pdcr(model, img, roi, 1, pool=pool, config=PdCRConfig(n=50, tau=tau, adaptive=True, seed=2))
+    exact = explain_pdcr(model, img, roi, 1, pool=pool, config=PdCRConfig(n=50, tau=tau, seed=2))
+    assert fast.stats["forward_passes"] < exact.stats["forward_passes"]
+    assert (fast.map[km.CUE] < 0).all() and (fast.map[km.SUPPRESSOR] > 0).all()
+    assert np.sign(np.nan_to_num(fast.map[km.DISTRACTOR])).tolist() == \
+        np.sign(np.nan_to_num(exact.map[km.DISTRACTOR])).tolist()
+    assert torch.is_grad_enabled()
+
+
+def test_several_rois_in_one_run_equal_one_roi_runs_with_the_same_exclusion():
+    model, sc, pool, roi, lab = _setup()
+    roi2 = roi_from_box((km.H, km.W), 32, 8, 40, 24)  # a second RoI (the object's class, its own label)
+    lab2 = np.zeros_like(lab)
+    lab2[32:40, 8:24] = 1
+    img = sc["image"].copy()
+    img[0, 32:40, 8:24] = img[0, 8, 8:24]  # the same ramp: the cue and suppressor shift it too
+    cfg = PdCRConfig(n=8, seed=5, batch_size=7)
+    both = explain_pdcr_multi(model, img, [roi, roi2], [1, 1], labels=[lab, lab2], pool=pool, config=cfg)
+    union = roi | roi2
+    alone = [explain_pdcr_multi(model, img, [r], 1, labels=[lb], pool=pool, config=cfg, exclude=union)[0]
+             for r, lb in ((roi, lab), (roi2, lab2))]
+    for b, a in zip(both, alone):
+        np.testing.assert_array_equal(np.nan_to_num(b.map, nan=9), np.nan_to_num(a.map, nan=9))
+        assert (b.map[km.CUE] < 0).all() and (b.map[km.SUPPRESSOR] > 0).all()
+        assert np.isnan(b.map[union]).all()
+    cost = both[0].stats["forward_passes"]
+    assert cost == both[1].stats["forward_passes"] < alone[0].stats["forward_passes"] + alone[1].stats["forward_passes"]
+    assert cost == alone[0].stats["forward_passes"], "the same blocks pass screening: K RoIs cost one run here"
+    assert any("2 RoIs" in d for d in both[0].deviations)
+    # the one-RoI API is unchanged and agrees with the shared run in sign on its blocks
+    single = explain_pdcr(model, img, roi, 1, pool=pool, label=lab, config=cfg)
+    assert agreement(single, both[0])["sign_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("factor", [2, 4], ids=["16px", "32px"])
+def test_hierarchical_screening_in_2d_finds_the_planted_cue(factor):
+    model, sc, pool, roi, lab = _setup()
+    exact = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=lab, config=PdCRConfig(n=6))
+    hier = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=lab,
+                        config=PdCRConfig(n=6, screening="hierarchical", coarse_factor=factor))
+    assert hier.stats["screening"] == "hierarchical" and exact.stats["screening"] == "exact"
+    assert (hier.map[km.CUE] < 0).all() and (hier.map[km.SUPPRESSOR] > 0).all()
+    assert np.all(_rest(hier.map) == 0.0)
+    assert hier.stats["forward_passes"] < exact.stats["forward_passes"]
+    assert hier.stats["passes_coarse_screening"] > 0
+    assert agreement(exact, hier)["sign_agreement"] == 1.0
+
+
+def test_a_whole_coarse_map_streams_before_the_end():
+    model, sc, pool, roi, lab = _setup()
+    events = []
+    expl = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=lab, progress=events.append,
+                        config=PdCRConfig(n=20, batch_size=4, preview=True))
+    whole = [i for i, e in enumerate(events) if e.partial is not None and np.isfinite(e.partial[~roi]).all()]
+    first = whole[0]
+    assert first < len(events) - 1 and events[first].stage == "screening"
+    assert events[first].done < events[-1].done
+    assert (events[first].partial[km.CUE] < 0).all(), "the screening mean already shows the cue"
+    assert 0 < expl.stats["first_map_seconds"] <= expl.provenance["wall_time_s"]
+    plain = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=lab, config=PdCRConfig(n=20, batch_size=4))
+    np.testing.assert_array_equal(np.nan_to_num(plain.map, nan=9), np.nan_to_num(expl.map, nan=9))
