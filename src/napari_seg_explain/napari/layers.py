@@ -192,9 +192,30 @@ def result_layer_data(rl: "ResultLayer", arr: np.ndarray, geom: SliceGeometry, n
                  "metadata": metadata} | geom.layer_kwargs(), "labels")
     plane = np.asarray(arr, dtype=np.float32)
     fill = np.nan if rl.style == "diverging" else 0.0
+    style = image_style(rl.style, plane)
+    if rl.style == "saliency" and metadata.get("seg_explain", {}).get("method") in DATA_LIMITS:
+        style["contrast_limits"] = data_limits(plane)
     return (geom.place(plane, fill, np.float32),
-            {"name": name, "metadata": metadata} | image_style(rl.style, plane) | volume_style(geom, rl.style, plane)
+            {"name": name, "metadata": metadata} | style | volume_style(geom, rl.style, plane)
             | geom.layer_kwargs(), "image")
+
+
+#: methods whose saliency maps are drawn from their own minimum to maximum rather than 0..1: a RISE map is the
+#: mean RoI Dice over random masks, so its values cluster around the mean (e.g. 0.30-0.36) and look flat on 0..1
+DATA_LIMITS = frozenset({"rise"})
+
+
+def data_limits(plane: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of the finite values of ``plane`` (``(0, 1)`` when none; widened when they are all equal)."""
+    finite = np.asarray(plane, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return (0.0, 1.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        pad = max(abs(lo) * 1e-3, 1e-6)
+        lo, hi = lo - pad, hi + pad
+    return (lo, hi)
 
 
 def volume_style(geom: SliceGeometry, style: str = "", plane: np.ndarray | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QScrollArea, QShortcut, QVBoxLayout, QWidget
 from .. import layers as L
 from ..windows import window_limits, window_name
 from . import inputs, jobs
+from .compare_methods import MethodCompare
 from .controller import Choices, Controller
 from .layer_sync import LayerSync
 from .pools import usable_pool
@@ -50,7 +51,7 @@ ALIASES = {"model_section": ("model_path", "card_path", "device", "load_button",
            "image_section": ("image_combo", "slice_label", "window_combo", "segment_scope", "segment_button"),
            "explain_section": ("method", "target", "roi_combo", "every_shape", "roi_slices", "gt_combo", "pool_combo",
                                "pool_folder", "exclude", "advanced", "estimate_label", "run_button",
-                               "cancel_button", "keep_partial", "progress", "progress_label"),
+                               "compare_button", "cancel_button", "keep_partial", "progress", "progress_label"),
            "runs_section": ("stats_panel", "runs_list", "canvas_colorbar", "save_button", "open_button")}
 
 
@@ -72,6 +73,7 @@ class SegExplainWidget(QWidget):
         self._estimate_timer.timeout.connect(self.update_estimate)
         self._build_ui()
         self.tasks = Tasks(self)
+        self.method_compare = MethodCompare(self)
         self.results_view = ResultsView(self)
         self.sync = LayerSync(self)
         self.sync.connect()
@@ -93,7 +95,8 @@ class SegExplainWidget(QWidget):
         self.model_section = ModelSection(self.load_model, self.load_sample_model,
                                           lambda device: self.tasks.device_changed(device))
         self.image_section = ImageSection(self.image_changed, self.apply_window, self.segment)
-        self.explain_section = ExplainSection(self.schedule_estimate, self.new_roi_layer, self.run, self.cancel)
+        self.explain_section = ExplainSection(self.schedule_estimate, self.new_roi_layer, self.run, self.cancel,
+                                              lambda: self.compare_methods())
         self.runs_section = self.results_section = RunsSection(
             lambda rid, on: self.results_view.set_visible(rid, on), lambda rid: self.results_view.select(rid),
             lambda ids: self.results_view.compare(ids), lambda ids: self.results_view.delete(ids),
@@ -243,6 +246,15 @@ class SegExplainWidget(QWidget):
         """Explain with the chosen method in a worker (one run per RoI); returns the worker, or None when the
         inputs are not ready (a notification says why)."""
         return self.tasks.run()
+
+    def compare_methods(self, methods: list[str] | None = None, values: dict[str, dict[str, Any]] | None = None,
+                        **evaluation: Any) -> Any:
+        """Compare… (:mod:`.compare_methods`): ``methods`` None asks in a dialog; else those methods (``values``:
+        parameters per method, default the form's for the chosen method and the defaults for the others) and the
+        evaluation's ``k``, ``block``, ``steps``, ``draws``. Returns the worker, or None."""
+        if methods is None:
+            return self.method_compare.open_dialog()
+        return self.method_compare.start(list(methods), values, evaluation)
 
     def cancel(self) -> None:
         """Stop the running segmentation/explanation at its next step; the viewer is left as before the run."""

@@ -1,5 +1,5 @@
 """Section 3 · Explain: the method (every registered explainer), the class, the RoI, the ground truth and the
-pool, the method's parameter form, the cost estimate, Run / Cancel and the progress.
+pool, the method's parameter form, the cost estimate, Run / Compare… / Cancel and the progress.
 
 What is offered follows the chosen method's spec: the ground truth only for a method that uses a label
 (``uses("label")``), the pool only for one that uses a pool, 'no RoI' only for one that does not require a RoI;
@@ -43,7 +43,7 @@ class ExplainSection(Section):
     ``on_cancel()`` for the buttons."""
 
     def __init__(self, on_change: Callable[..., Any], on_draw: Callable[[], Any], on_run: Callable[[], Any],
-                 on_cancel: Callable[[], Any]) -> None:
+                 on_cancel: Callable[[], Any], on_compare: Callable[[], Any] | None = None) -> None:
         from superqt import QCollapsible
 
         from ....core.explainers import registry
@@ -126,10 +126,16 @@ class ExplainSection(Section):
         self.form.addRow(self.estimate_label)
         self.run_button = QPushButton("Run  (Ctrl+Return)")
         self.run_button.clicked.connect(lambda *_: on_run())
+        self.compare_button = QPushButton("Compare…")
+        self.compare_button.setToolTip("run several methods on the chosen RoI, evaluate each map (attribution "
+                                       "score, deletion / insertion curves) and show them side by side")
+        self.compare_button.clicked.connect(lambda *_: on_compare() if on_compare is not None else None)
+        self.compare_button.setVisible(on_compare is not None)
         self.cancel_button = QPushButton("Cancel  (Esc)")
         self.cancel_button.clicked.connect(lambda *_: on_cancel())
         row = QHBoxLayout()
         row.addWidget(self.run_button, 2)
+        row.addWidget(self.compare_button, 1)
         row.addWidget(self.cancel_button, 1)
         self.form.addRow(row)
         self.keep_partial = QCheckBox("keep partial results on Cancel")
@@ -230,4 +236,5 @@ class ExplainSection(Section):
 
     def set_enabled(self, can_run: bool, can_cancel: bool) -> None:
         self.run_button.setEnabled(can_run)
+        self.compare_button.setEnabled(can_run)
         self.cancel_button.setEnabled(can_cancel)
