@@ -18,6 +18,12 @@ SAMPLE_CARD = "model/mni152_wm_unet.yaml"
 SAMPLE_VOLUME_3D = "mni152_t1_3mm.nii.gz"  # the 3-D sample model's scan (3 mm isotropic)
 SAMPLE_LABEL_3D = "mni152_wm_label_3mm.nii.gz"
 SAMPLE_CARD_3D = "model/mni152_wm_unet3d.yaml"
+# the multi-contrast sample (synthetic lesion; built by sample_data/build_multicontrast_sample.py)
+MULTICONTRAST_DIR = "multicontrast"
+MULTICONTRAST_NAMES = ("T1", "T1c", "T2", "FLAIR")  # the model's channel order
+MULTICONTRAST_VOLUMES = tuple(f"{MULTICONTRAST_DIR}/{n}.nii.gz" for n in MULTICONTRAST_NAMES)
+MULTICONTRAST_LABEL = f"{MULTICONTRAST_DIR}/lesion_label.nii.gz"
+MULTICONTRAST_CARD = f"{MULTICONTRAST_DIR}/lesion_unet.yaml"
 
 
 def sample_dir() -> Path:
