@@ -17,7 +17,7 @@ import numpy as np
 
 from ...core.errors import UserError
 from .. import layers as L
-from . import inputs, jobs, model_space_runs, pools
+from . import contrasts, inputs, jobs, model_space_runs, pools
 from .plans import Choices, Estimate, PlannedRun  # noqa: F401 - re-exported for the dock and tasks
 from .run_store import RunRecord, RunStore
 
@@ -117,7 +117,7 @@ class Controller:
             raise UserError("choose the class to explain")
         cfg = self.config(spec, c.values)
         model = self.loaded.model
-        vol = inputs.volume_of(image)
+        vol, names = contrasts.stacked_volume(self.viewer, image, c.contrasts, model)
         core = inputs.core_image(image, vol)
         reorder = reorder_for(core, model.card.orientation)
         gt = None
@@ -138,7 +138,8 @@ class Controller:
             z = roi.slice_index if roi is not None else inputs.current_slice(self.viewer, image, check_view=False)
             job = ExplainJob(spec.name, arr, mask, c.target, cfg, lab, pool=pool,
                              pool_key=pool_desc if recipe is not None else "",
-                             geometry=inputs.explanation_geometry(image, None) | {"roi": desc},
+                             geometry=inputs.explanation_geometry(image, None) | {"roi": desc}
+                             | ({"channel_names": names, "contrast_layers": names} if names else {}),
                              roi_name=roi_name, class_name=c.class_name, warnings=warnings, **box)
             run_id = job.run_id(model)
             if any(p.run_id == run_id for p in planned):
@@ -177,12 +178,13 @@ class Controller:
             pool = (pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)
                     if spec.uses("pool") else None)
             desc = roi.description if roi is not None else "the whole image"
-            plane = inputs.plane_of(image, zz)
+            plane, names = contrasts.stacked_plane(self.viewer, image, zz, c.contrasts, self.loaded.model)
             job = ExplainJob(spec.name, plane, roi.mask if roi is not None else None, c.target,
                              cfg, label, pool=pool.build if pool is not None else None,
                              pool_key=pool.description if pool is not None else "",
                              geometry=inputs.explanation_geometry(image, zz)
-                             | {"roi": roi.description if roi is not None else None},
+                             | {"roi": roi.description if roi is not None else None}
+                             | ({"channel_names": names, "contrast_layers": names} if names else {}),
                              roi_name=roi_name, class_name=c.class_name,
                              warnings=input_warnings(self.loaded.model.card, plane, tuple(image.scale[-2:])))
             run_id = job.run_id(self.loaded.model)

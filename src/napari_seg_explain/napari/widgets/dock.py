@@ -94,7 +94,8 @@ class SegExplainWidget(QWidget):
         outer.addWidget(scroll)
         self.model_section = ModelSection(self.load_model, self.load_sample_model,
                                           lambda device: self.tasks.device_changed(device))
-        self.image_section = ImageSection(self.image_changed, self.apply_window, self.segment)
+        self.image_section = ImageSection(self.image_changed, self.apply_window, self.segment,
+                                          self.schedule_estimate)
         self.explain_section = ExplainSection(self.schedule_estimate, self.new_roi_layer, self.run, self.cancel,
                                               lambda: self.compare_methods())
         self.runs_section = self.results_section = RunsSection(
@@ -176,6 +177,7 @@ class SegExplainWidget(QWidget):
 
     def update_slice_label(self) -> None:
         image = self.image_layer()
+        self.image_section.show_contrasts(self.viewer, image, self.loaded.model if self.loaded else None)
         self.slice_label.setText(slice_text(self.viewer, image, self.controller.explained_slices(self.choices()),
                                             three_d=self.controller.is_3d(image)))
 
@@ -269,7 +271,8 @@ class SegExplainWidget(QWidget):
                        target=int(self.target.currentIndex()), class_name=self.target.currentText(),
                        ground_truth="" if gt in ("", NO_GT) else gt, pool=ex.pool_choice(),
                        pool_folder=self.pool_folder.text(), exclude=int(self.exclude.value()), values=ex.values(),
-                       roi_slices=int(self.roi_slices.value()))
+                       roi_slices=int(self.roi_slices.value()),
+                       contrasts=self.image_section.contrasts.chosen())
 
     def gather(self) -> list["PlannedRun"]:
         """The runs the Run button would start (GUI thread); raises UserError with advice."""

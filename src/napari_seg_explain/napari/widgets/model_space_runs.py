@@ -18,7 +18,7 @@ import numpy as np
 
 from ...core.errors import UserError
 from .. import layers as L
-from . import inputs, pools
+from . import contrasts, inputs, pools
 
 if TYPE_CHECKING:
     from napari.layers import Layer
@@ -37,12 +37,16 @@ def is_model_space(model: "SegmentationModel | None") -> bool:
     return isinstance(model, PreprocessingModel)
 
 
-def scan_image(layer: "Layer") -> "Image":
+def scan_image(layer: "Layer", ctl: "Controller | None" = None, chosen: tuple[str, ...] = ()) -> "Image":
     """The volume layer as a core ``Image`` on its display grid ``(1, rows, cols, slices)`` with the layer's
-    source geometry (the plugin's reader) or its scale (a plain array), as the model's tool would read the file."""
+    source geometry (the plugin's reader) or its scale (a plain array), as the model's tool would read the file;
+    with ticked contrasts (``chosen``), their layers stacked as channels ``(C, rows, cols, slices)``."""
     if not inputs.is_volume(layer):
         raise UserError(f"this model segments and explains whole scans: choose a volume layer, not {layer.name!r} "
                         f"{tuple(layer.data.shape)}")
+    if chosen and ctl is not None:
+        vol, names = contrasts.stacked_volume(ctl.viewer, layer, chosen, ctl.model)
+        return dataclasses.replace(inputs.core_image(layer, vol[:1]), data=vol, channel_names=tuple(names))
     vol = inputs.volume_of(layer)
     img = inputs.core_image(layer, vol)
     names = img.channel_names if len(img.channel_names) == vol.shape[0] else ()
@@ -87,7 +91,7 @@ def plan_model_space(ctl: "Controller", c: "Choices", image: "Layer") -> list["P
         raise UserError("choose the class to explain")
     cfg = ctl.config(spec, c.values)
     model = ctl.loaded.model
-    scan = scan_image(image)
+    scan = scan_image(image, ctl, c.contrasts)
     gt = None
     if c.ground_truth and spec.uses("label"):
         gt = ctl.layer(c.ground_truth)
@@ -104,6 +108,9 @@ def plan_model_space(ctl: "Controller", c: "Choices", image: "Layer") -> list["P
                                  label_array=label, pool=pool, target=c.target, roi_name=roi_name,
                                  image_path=str(source) if source else None)
         job.geometry = {**job.geometry, **inputs.explanation_geometry(image, None), "roi": desc}
+        if c.contrasts:  # the model's own channel names when it has them (nnU-Net), else the layers'
+            job.geometry = {"channel_names": list(scan.channel_names), **job.geometry,
+                            "contrast_layers": list(c.contrasts)}
         if c.class_name:
             job.class_name = c.class_name
         if pool is not None:

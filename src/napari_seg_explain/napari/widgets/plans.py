@@ -30,6 +30,7 @@ class Choices:
     exclude: int = 5
     values: dict[str, Any] = field(default_factory=dict)
     roi_slices: int = 2  # 3-D models: a shape drawn on slice z is the RoI on slices z - k .. z + k
+    contrasts: tuple[str, ...] = ()  # a multi-channel model: one layer per contrast, in channel order
 
 
 @dataclass

@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton
 from ....core.errors import UserError
 from ...windows import window_choices
 from .. import inputs
+from ..contrasts import ContrastList
 from . import Section
 
 if TYPE_CHECKING:
@@ -60,10 +61,11 @@ def slice_text(viewer: "napari.Viewer", image: "Layer | None", explained: Sequen
 
 
 class ImageSection(Section):
-    """``on_image()`` when another image is chosen, ``on_window(choice)``, ``on_segment()``."""
+    """``on_image()`` when another image is chosen, ``on_window(choice)``, ``on_segment()``,
+    ``on_contrasts()`` when the ticked contrasts or their order change."""
 
     def __init__(self, on_image: Callable[[], Any], on_window: Callable[[str], Any],
-                 on_segment: Callable[[], Any]) -> None:
+                 on_segment: Callable[[], Any], on_contrasts: Callable[[], Any] = lambda: None) -> None:
         super().__init__("2 · Image and segmentation")
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("the image layer to segment and explain (its data is never modified)")
@@ -72,6 +74,13 @@ class ImageSection(Section):
         self.slice_label = QLabel("")
         self.slice_label.setWordWrap(True)
         self.form.addRow(self.slice_label)
+        self.contrasts = ContrastList()  # a multi-channel model: one layer per contrast (hidden otherwise)
+        self.contrasts.itemChanged.connect(lambda *_: on_contrasts())
+        self.contrasts.model().rowsMoved.connect(lambda *_: on_contrasts())
+        self.contrasts_label = QLabel("Contrasts")
+        self.form.addRow(self.contrasts_label, self.contrasts)
+        self.contrasts.hide()
+        self.contrasts_label.hide()
         self.window_combo = QComboBox()
         self.window_combo.addItems(window_choices())
         self.window_combo.setToolTip("display window (contrast limits only; CT presets in Hounsfield units)")
@@ -85,6 +94,12 @@ class ImageSection(Section):
         row.addWidget(self.segment_scope)
         row.addWidget(self.segment_button)
         self.form.addRow("Segment", row)
+
+    def show_contrasts(self, viewer: "napari.Viewer", image: "Layer | None", model: Any,
+                       skip: set[str] = frozenset()) -> None:
+        """The Contrasts list, shown (and refilled) for a model with several input channels."""
+        self.contrasts.refresh(viewer, image, model, skip)
+        self.contrasts_label.setVisible(not self.contrasts.isHidden())
 
     def set_volume(self, is_volume: bool) -> None:
         """Only a volume (of more than one slice) can be segmented whole."""
