@@ -54,7 +54,8 @@ def test_sequential_test_settles_irrelevant_relevant_and_waits_otherwise():
     mean = torch.tensor([0.001, 5.0, 0.05, 5.0])
     se = torch.tensor([0.001, 0.1, 0.05, 2.0])
     # irrelevant (|m| + z se < tau), relevant and precise, undecided, relevant but imprecise
-    assert settled(mean, se, tau=0.02, z=2.58, rel_se=0.1).tolist() == [True, True, False, False]
+    assert settled(mean, se, tau=0.02, z=2.58, rel_se=0.1, tol=0.01).tolist() == [True, True, False, False]
+    assert settled(mean, se, tau=0.02, z=2.58, rel_se=0.1, tol=0.2).tolist() == [True, True, True, False]
 
 
 def test_adaptive_blocks_past_screening_that_are_irrelevant_become_zero():

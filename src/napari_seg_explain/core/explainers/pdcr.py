@@ -70,9 +70,12 @@ class PdCRConfig:
                            tip="adaptive N: draws per round, and the fewest a block gets")
     adaptive_z: float = param(2.58, lo=0.0, hi=10.0, step=0.01, label="z (adaptive)",
                               tip="adaptive N: settled when |ATE| ± z·SE lies on one side of τ (2.58: two-sided 1 %)")
-    adaptive_se: float = param(0.1, lo=0.0, hi=10.0, step=0.01, label="Relative SE (adaptive)",
+    adaptive_se: float = param(0.2, lo=0.0, hi=10.0, step=0.01, label="Relative SE (adaptive)",
                                tip="adaptive N: a relevant block also needs SE <= this fraction of |ATE| (its value, "
                                    "not only its sign, is known)")
+    adaptive_tol: float = param(0.01, lo=0.0, hi=100.0, step=0.001, label="Tolerance (adaptive, Dice pts)",
+                                tip="adaptive N: a block also stops once z·SE <= this (its ATE is known to ± this; "
+                                    "blocks with an ATE close to τ stop too); 0 = off")
     preview: bool = param(False, label="Preview",
                           tip="stream a coarse map first: blocks not yet estimated show their screening mean "
                               "(off: NaN until estimated)")

@@ -48,14 +48,17 @@ class RunInfo:
     screening_seconds: float = 0.0
 
 
-def settled(mean: "torch.Tensor", se: "torch.Tensor", tau: float, z: float, rel_se: float) -> "torch.Tensor":
-    """The sequential test of adaptive N: is it settled whether ``|ATE| >= tau``, and, if so, is ATE known?
+def settled(mean: "torch.Tensor", se: "torch.Tensor", tau: float, z: float, rel_se: float, tol: float = 0.0
+            ) -> "torch.Tensor":
+    """The sequential test of adaptive N: is it settled whether ``|ATE| >= tau``, and is the ATE known?
 
     Irrelevant: ``|mean| + z se < tau``. Relevant: ``|mean| - z se > tau`` and ``se <= rel_se |mean|`` (the value,
-    not only the sign, is known to ``rel_se``). ``z`` is applied at every round (no correction for repeated
-    looks; the default 2.58 is the two-sided 1 % quantile to keep the repeated-look error small)."""
+    not only the side of tau, is known to ``rel_se``). Precise: ``z se <= tol`` Dice points (a block whose ATE
+    lies within ``tol`` of tau can never be settled by the first two; it stops once known to +-``tol``).
+    ``z`` is applied at every round (no correction for repeated looks; the default 2.58 is the two-sided 1 %
+    quantile, to keep the repeated-look error small)."""
     a = mean.abs()
-    return (a + z * se < tau) | ((a - z * se > tau) & (se <= rel_se * a))
+    return (a + z * se < tau) | ((a - z * se > tau) & (se <= rel_se * a)) | (z * se <= tol)
 
 
 def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "TilePool", engine: "Engine",
@@ -215,7 +218,7 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
         mean = s1[:, rows] / n
         var = ((s2[:, rows] - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)
         se = (var / n).sqrt()
-        ok = settled(mean, se, tau, cfg.adaptive_z, cfg.adaptive_se) | ~act_rois[:, rows]
+        ok = settled(mean, se, tau, cfg.adaptive_z, cfg.adaptive_se, cfg.adaptive_tol) | ~act_rois[:, rows]
         stop = ok.all(dim=0) | (count[rows] >= N)
         pending[rows[stop]] = False
         set_ate(rows[stop], mean[:, stop].float())
