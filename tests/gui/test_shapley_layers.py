@@ -1,6 +1,7 @@
 """Issue 12 items 1 and 6 (widget side): a model with four input channels is fed four co-registered image layers,
 one per contrast, ticked under 'Contrasts' in the image section (the model card's channel order, named by layer);
-a Shapley run shows four named bars; a result across two models shows error bars and the rank variance.
+a Shapley run shows four named bars; with a second model, the two runs selected in the runs list show the mean
+with error bars (± sd) and the rank variance.
 
 Uses the shipped multi-contrast sample (T1, T1c, T2, FLAIR + a synthetic lesion) and its 4-channel model.
 
@@ -71,7 +72,6 @@ def dock(qtbot, make_napari_viewer):
 def test_four_contrast_layers_give_four_named_bars_and_error_bars_across_models(qtbot, dock):
     from napari_seg_explain.core.explainers.shapley import across_models
     from napari_seg_explain.core.models import load_model
-    from napari_seg_explain.core.progress import drive
 
     viewer, widget = dock
     z = _heldout_slice()
@@ -100,26 +100,38 @@ def test_four_contrast_layers_give_four_named_bars_and_error_bars_across_models(
     np.testing.assert_allclose(panel.bars.values, stats["shapley"])
     assert panel.bars.errors == [] and panel.variance_label.isHidden()
 
-    # the same run with a second model (a stand-in for another fold: the sample's weights, perturbed)
+    # the same run with a second model (a stand-in for another fold: the sample's weights, perturbed), then both
+    # runs selected in the runs list: mean ± sd per contrast and the rank variance
     import torch
 
-    other = load_model(CARD, device="cpu")
+    from napari_seg_explain.core.models import SegmentationModel
+
+    first = widget.controller.model
+    net = load_model(CARD, device="cpu").net
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for p in other.net.parameters():
+        for p in net.parameters():
             p.add_(0.05 * p.std(correction=0) * torch.randn(p.shape, generator=gen))
-    job = widget.gather()[0].job
-    second = drive(job.run(other))
-    agg = across_models([rec.expl, second])
-    panel.set_stats(dict(stats, across_models=agg))
+    widget.set_model(SegmentationModel(net, first.card, device="cpu"))
+    wait_idle(qtbot, widget)
+    assert widget.image_section.contrasts.chosen() == MULTICONTRAST_NAMES
+    assert widget.run() is not None
+    wait_idle(qtbot, widget, timeout=120000)
+    second = widget.latest("shapley")
+    assert second.run_id != rec.run_id
+    assert len(widget.runs_list.selectedItems()) == 1 and panel.bars.errors == []
+    widget.runs_section.select([rec.run_id, second.run_id])
+    agg = across_models([rec.expl, second.expl])
     assert panel.bars.names == list(MULTICONTRAST_NAMES)
     np.testing.assert_allclose(panel.bars.values, agg["shapley"])
     assert len(panel.bars.errors) == 4 and any(e > 0 for e in panel.bars.errors)
+    np.testing.assert_allclose(panel.bars.errors, agg["shapley_std"])
     spans = panel.bars.error_spans()
     assert all(lo <= v / panel.bars.scale <= hi for (lo, hi), v in zip(spans, panel.bars.values))
     assert "± " in panel.bars.value_text(0)
     assert panel.ranking_label.text().startswith("Ranking (mean of 2 models): ")
     assert not panel.variance_label.isHidden() and "Rank variance across 2 models" in panel.variance_label.text()
+    assert "models: 2" in widget.stats_panel.text()
     panel.bars.grab()  # paints the error bars without error
 
 
@@ -133,4 +145,32 @@ def test_wrong_number_of_contrasts_says_what_to_do(qtbot, dock):
     widget.image_section.contrasts.set_chosen(["T1", "T2"])
     widget.set_method("shapley")
     with pytest.raises(UserError, match="tick 4 layers under 'Contrasts'"):
+        widget.gather()
+
+
+def test_pdcr_pool_of_other_slices_takes_every_contrast(qtbot, dock):
+    """A method with a pool runs on the stacked contrasts too: the other slices of the volume, from every
+    contrast; a pool of other layers (one contrast each) is refused with what to choose instead."""
+    from napari_seg_explain.core.errors import UserError
+    from napari_seg_explain.core.progress import drive
+    from napari_seg_explain.napari.widgets import pools
+
+    viewer, widget = dock
+    z = _heldout_slice()
+    viewer.dims.set_current_step(0, z)
+    widget.image_combo.setCurrentText("T1")
+    widget.update_slice_label()
+    y0, x0, y1, x1 = _lesion_box(viewer, z)
+    add_rect(viewer, y0, x0, y1, x1, z=z, image=viewer.layers["T1"])
+    widget.sync.refresh()
+    widget.set_method("pdcr")
+    widget.param("n").setValue(2)
+    widget.param("screen").setValue(1)
+    run = widget.gather()[0]
+    assert run.job.image.shape[0] == 4 and run.pool.kind == "volume" and len(run.pool.arrays) == 4
+    assert all(p.shape[0] == 4 for p in run.pool.planes()[:3])
+    expl = drive(run.job.run(widget.controller.model))
+    assert expl.map.shape == run.job.image.shape[1:]
+    widget.explain_section.set_pool(pools.POOL_LAYERS)
+    with pytest.raises(UserError, match="pool must hold every contrast"):
         widget.gather()

@@ -16,6 +16,7 @@ which take the whole volume.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,12 @@ def channel_names(model: "SegmentationModel | None") -> tuple[str, ...]:
     source = getattr(model.card, "source", None)
     if not source or not str(source).lower().endswith((".yaml", ".yml")):
         return ()
+    return _card_channels(str(source))
+
+
+@functools.lru_cache(maxsize=16)
+def _card_channels(source: str) -> tuple[str, ...]:
+    """The ``channels`` list of the card file ``source`` (read once: the list is refreshed on every slice step)."""
     try:
         import yaml
 
@@ -134,6 +141,21 @@ def stacked_volume(viewer: "napari.Viewer", image: "Image", chosen: tuple[str, .
     return np.stack([np.moveaxis(np.asarray(a, dtype=np.float32), 0, -1) for a in arrays]), [str(n) for n in chosen]
 
 
+def stacked_pool(pool: Any, viewer: "napari.Viewer", image: "Image", chosen: tuple[str, ...] | list[str],
+                 model: "SegmentationModel | None") -> Any:
+    """A 2-D run's :class:`.pools.PoolSpec` for the ticked contrasts: the other slices of the volume are taken from
+    every contrast (stacked as channels); the image itself needs nothing; other layers or a folder hold one
+    contrast per image, which does not fit: a UserError says which pool to choose."""
+    if not chosen or pool is None or pool.kind == "self":
+        return pool
+    if pool.kind == "volume":
+        pool.arrays = _chosen_arrays(viewer, image, chosen, model)
+        pool.description += f", contrasts {', '.join(chosen)}"
+        return pool
+    raise UserError("with several contrasts the perturbation pool must hold every contrast: set Pool to the other "
+                    "slices of this volume, or the image itself")
+
+
 def stacked_plane(viewer: "napari.Viewer", image: "Image", z: int | None, chosen: tuple[str, ...] | list[str],
                   model: "SegmentationModel | None") -> tuple[np.ndarray, list[str]]:
     """The explained plane ``(C, H, W)`` float32 of the ticked contrasts (in the list's order) and their names;
@@ -167,8 +189,13 @@ class ContrastList(QListWidget):
                 skip: set[str] = frozenset()) -> None:
         """Show the list for a multi-channel model and refill it when the candidates change (ticks kept)."""
         n = model_channels(model)
+        if n <= 1:  # the usual case: nothing to list (cheap: this runs on every slice step)
+            self._key = ()
+            self.clear()
+            self.hide()
+            return
         names = channel_names(model)
-        cands = candidates(viewer, image, skip) if n > 1 else []
+        cands = candidates(viewer, image, skip)
         key = (n, names, tuple(cands))
         self.setVisible(n > 1)
         if key == self._key:

@@ -177,6 +177,7 @@ class Controller:
                 label = inputs.label_plane(gt, image, zz, c.target)
             pool = (pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)
                     if spec.uses("pool") else None)
+            pool = contrasts.stacked_pool(pool, self.viewer, image, c.contrasts, self.loaded.model)
             desc = roi.description if roi is not None else "the whole image"
             plane, names = contrasts.stacked_plane(self.viewer, image, zz, c.contrasts, self.loaded.model)
             job = ExplainJob(spec.name, plane, roi.mask if roi is not None else None, c.target,

@@ -53,9 +53,9 @@ class PoolSpec:
     def planes(self) -> list[np.ndarray]:
         """The pool's 2-D images as ``(C, H, W)`` float32."""
         out: list[np.ndarray] = []
-        if self.kind == "volume":
-            vol = self.arrays[0]
-            out = [np.asarray(vol[k], dtype=np.float32)[None] for k in range(vol.shape[0])
+        if self.kind == "volume":  # several arrays: the contrasts of one volume, stacked as channels
+            vols = self.arrays
+            out = [np.stack([np.asarray(v[k], dtype=np.float32) for v in vols]) for k in range(vols[0].shape[0])
                    if abs(k - int(self.slice_index)) > self.exclude]
         elif self.kind == "layers":
             for data, rgb in zip(self.arrays, self.rgb):

@@ -83,6 +83,7 @@ class ResultsView:
         self.confirm_overwrite: Callable[[Path, list[str]], bool] = self._ask_overwrite
         self.view_fit = ViewFit(self.viewer)
         self.section.shared_scale.toggled.connect(lambda *_: self.apply_scale())
+        self.section.runs_list.itemSelectionChanged.connect(self.select_many)
 
     def refresh(self, current: str | None = None) -> None:
         """The runs list as the store has them (with each run's visibility), and the colour scale of the maps."""
@@ -107,6 +108,26 @@ class ResultsView:
             title = f"{rec.label} ({rec.desc})" if rec.desc else rec.label
             limit, note = self.scale_of(rec)
             self.section.stats_panel.show_explanation(rec.expl, title, limit, note)
+
+    def select_many(self) -> bool:
+        """Several runs selected with values per contrast (Shapley; e.g. one run per fold model on the same RoI):
+        the panel shows their mean ± standard deviation per contrast and the rank variance
+        (:func:`.shapley_panel.runs_across_models`). Returns whether it did."""
+        from .shapley_panel import runs_across_models
+
+        recs = [self.store.get(rid) for rid in self.section.selected_ids()]
+        recs = [r for r in recs if r is not None]
+        stats = runs_across_models([r.expl for r in recs]) if len(recs) > 1 else None
+        if stats is None:
+            return False
+        models = {str((r.expl.provenance.get("model") or {}).get("sha256") or r.run_id) for r in recs}
+        panel = self.section.stats_panel
+        panel.legend.hide()
+        panel.bars.hide()
+        panel._set_rows([("runs selected", str(len(recs))), ("models", str(len(models)))])  # noqa: SLF001
+        panel.contrasts.set_stats(stats)
+        panel.title.setText("<b>Across the selected runs</b><br>" + ", ".join(r.label for r in recs))
+        return True
 
     def set_visible(self, run_id: str, on: bool) -> None:
         """Tick (show) or untick (hide) a run in the runs list; a run ticked on is shown at its slice."""

@@ -5,7 +5,8 @@ Keyed on the run's stats, not on the method: any run whose stats hold ``shapley`
 and ``contrasts`` (their names) gets the bars; ``ranking`` / ``ranking_names`` give the ranking line (else it
 is the values' order), ``kendall_tau`` and ``top1_match`` the agreement line.
 
-Several models (e.g. the folds of a cross-validated model): when the stats carry ``across_models`` (the
+Several models (e.g. the folds of a cross-validated model; in the dock: several runs selected in the runs list,
+:func:`runs_across_models`): when the stats carry ``across_models`` (the
 explainer's aggregate: ``shapley`` = mean, ``shapley_std``, ``ranking``, ``rank_variance``, ``n_models``), the bars
 show the mean with ± one standard deviation as error bars, the ranking is that of the mean, and a line gives each
 contrast's rank variance across the models."""
@@ -45,6 +46,20 @@ def across_models(stats: dict[str, Any]) -> dict[str, Any] | None:
         return agg if std is not None and len(std) == len(agg[VALUES_KEY]) else None
     except TypeError:
         return None
+
+
+def runs_across_models(expls: list[Any]) -> dict[str, Any] | None:
+    """Several runs' per-contrast values (e.g. one Shapley run per fold model, on the same RoI), as the stats of
+    the first with their summary across the runs (``across_models``, the explainer's aggregate); None unless
+    there are two or more runs with values for the same contrasts."""
+    stats = [getattr(e, "stats", None) or {} for e in expls]
+    if len(stats) < 2 or not all(has_contrast_values(s) for s in stats):
+        return None
+    if any(list(s[NAMES_KEY]) != list(stats[0][NAMES_KEY]) for s in stats):
+        return None
+    from ...core.explainers.shapley import across_models
+
+    return dict(stats[0], across_models=across_models(expls))
 
 
 def rank_variance_text(agg: dict[str, Any]) -> str:
