@@ -2,7 +2,8 @@
 
 For each point: image size (the sample slice resampled to 128, 256, 512 px), block size (4, 8, 16), batch size
 (automatic, 4, 16, 64) and 2-D (the sample U-Net) or 3-D (the 3-D sample U-Net on its 32-voxel context box),
-PdCR runs on ``--blocks`` blocks (the RoI covers everything below a band of blocks at the top, as the first
+PdCR runs (the 2-D card's 128x128 input size dropped, so the U-Net sees the whole resampled image) on
+``--blocks`` blocks (the RoI covers everything below a band of blocks at the top, as the first
 benchmark did) with N = ``--sweep-n``; recorded: forward passes, seconds, images/s and the model's raw rate at
 the same batch size. Written: ``pdcr_sweep.csv``, ``pdcr_sweep.md`` and ``pdcr_sweep.png`` under ``--out``.
 """
@@ -10,6 +11,7 @@ the same batch size. Written: ``pdcr_sweep.csv``, ``pdcr_sweep.md`` and ``pdcr_s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import sys
 import time
@@ -23,7 +25,7 @@ def _band_roi(shape: tuple[int, ...], block: int, n_blocks: int) -> np.ndarray:
     per_row = int(np.prod([-(-s // block) for s in shape[1:]]))
     rows = max(1, -(-n_blocks // per_row))
     roi = np.zeros(shape, bool)
-    roi[(rows + 1) * block:] = True
+    roi[min((rows + 1) * block, shape[0] - block):] = True  # never empty
     return roi
 
 
@@ -71,6 +73,8 @@ def sweep(args) -> dict:
     rows = []
     image = read_image(sample_path(SAMPLE_VOLUME))
     model = load_model(sample_path(SAMPLE_CARD), device=args.device)
+    # the card pads or crops every input to 128x128: without it the U-Net runs on the whole resampled image
+    model.card = dataclasses.replace(model.card, input_size=None)
     plane = image.slice2d(64)
     others = [image.slice2d(z) for z in (40, 50, 80, 90)]
     for size in (128, 256, 512):

@@ -69,7 +69,8 @@ class PdCRConfig:
     min_draws: int = param(10, lo=2, hi=1000, label="Min draws (adaptive)",
                            tip="adaptive N: draws per round, and the fewest a block gets")
     adaptive_z: float = param(2.58, lo=0.0, hi=10.0, step=0.01, label="z (adaptive)",
-                              tip="adaptive N: settled when |ATE| ± z·SE lies on one side of τ (2.58: the two-sided 1 percent quantile)")
+                              tip="adaptive N: settled when |ATE| ± z·SE lies on one side of τ (2.58: the two-sided "
+                                  "1 percent quantile)")
     adaptive_se: float = param(0.2, lo=0.0, hi=10.0, step=0.01, label="Relative SE (adaptive)",
                                tip="adaptive N: a relevant block also needs SE <= this fraction of |ATE| (its value, "
                                    "not only its sign, is known)")

@@ -58,7 +58,8 @@ def deviations(cfg: Any, grid: "BlockGrid", coarse: "BlockGrid | None", info: "R
                     "the RoI's) were screened themselves; the others are irrelevant (0) without their own draws.")
     if cfg.adaptive:
         devs.append(f"Adaptive N: blocks past screening were sampled in rounds of {cfg.min_draws} draws and stopped "
-                    f"once |ATE| + {cfg.adaptive_z:g} SE < tau (irrelevant) or |ATE| - {cfg.adaptive_z:g} SE > tau with "
+                    f"once |ATE| + {cfg.adaptive_z:g} SE < tau (irrelevant) or |ATE| - {cfg.adaptive_z:g} SE > tau "
+                    "with "
                     f"SE <= {cfg.adaptive_se:g} |ATE| (relevant, value known) or {cfg.adaptive_z:g} SE <= "
                     f"{cfg.adaptive_tol:g} (known to that many Dice points), at most N = {cfg.n}: "
                     f"{info.estimation_passes} of {info.estimation_passes_exact} estimation passes (the paper: N "
