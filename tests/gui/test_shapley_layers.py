@@ -174,3 +174,44 @@ def test_pdcr_pool_of_other_slices_takes_every_contrast(qtbot, dock):
     widget.explain_section.set_pool(pools.POOL_LAYERS)
     with pytest.raises(UserError, match="pool must hold every contrast"):
         widget.gather()
+
+
+def test_nnunet_contrast_names_from_dataset_json_order_the_layers(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A two-channel nnU-Net folder (dataset.json: T1, T2; 2d configuration) on two layers opened in the other
+    order: the list puts them in the model's order, and a Shapley run on the whole scan (the model's own
+    preprocessing) names its two bars after dataset.json."""
+    pytest.importorskip("nnunetv2", reason="the nnunet extra is part of the testing install")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from nnunet_builder import SCAN, build_nnunet_folder, second_contrast
+    from test_model_folders import draw, load_folder
+
+    from napari_seg_explain.napari.launch import PLUGIN, prepare_viewer
+
+    folder = build_nnunet_folder(tmp_path / "m2d", "2d", folds=(0,), steps=10, channels=("T1", "T2"))
+    t2 = second_contrast(SCAN, tmp_path / "sub-01_T2.nii.gz")
+    t1 = tmp_path / "sub-01_T1.nii.gz"
+    t1.write_bytes(Path(SCAN).read_bytes())
+    viewer = make_napari_viewer()
+    widget = prepare_viewer(viewer, with_sample=False)
+    widget.auto_load_suggested = False
+    viewer.open(str(t2), plugin=PLUGIN)
+    viewer.open(str(t1), plugin=PLUGIN)
+    load_folder(widget, qtbot, folder, monkeypatch)
+    assert widget.loaded.model.channel_names == ("T1", "T2")
+    widget.image_combo.setCurrentText("sub-01_T2")
+    widget.update_slice_label()
+    assert widget.image_section.contrasts.chosen() == ("sub-01_T1", "sub-01_T2")
+    z = viewer.layers["sub-01_T1"].data.shape[0] // 2
+    viewer.dims.set_current_step(0, z)
+    draw(viewer, widget, z, 20, 20, size=6)
+    widget.set_method("shapley")
+    plan, = widget.gather()
+    assert plan.job.image.shape[0] == 2 and plan.job.geometry["contrast_layers"] == ["sub-01_T1", "sub-01_T2"]
+    assert widget.run() is not None
+    wait_idle(qtbot, widget, 120000)
+    rec = widget.latest("shapley")
+    assert rec is not None and rec.expl.stats["contrasts"] == ["T1", "T2"]
+    assert widget.stats_panel.contrasts.bars.names == ["T1", "T2"]
