@@ -102,3 +102,21 @@ def test_local_dask_cluster_gives_identical_maps(tmp_path) -> None:
         b = read_image(tmp_path / "dask" / "results" / f.name).data
         assert np.array_equal(a, b, equal_nan=True), f.name
     assert [r["key"] for r in records(tmp_path / "local")] == [r["key"] for r in records(tmp_path / "dask")]
+
+
+@pytest.mark.slow
+def test_compare_writes_metrics_table_and_plots(tmp_path) -> None:
+    m = manifest(tmp_path, rows=ROWS[:2])
+    out = tmp_path / "cmp"
+    assert main(["--quiet", "compare", str(m), "--model", str(sample_path(SAMPLE_CARD)), *FAST, "--method", "pdcr",
+                 "--method", "occlusion", "--steps", "4", "--draws", "1", "-o", str(out)]) == 0
+    recs = records(out)
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    for r in recs:  # the curve starts at the unperturbed Dice; an effect map finds something the model uses
+        full = json.loads((out / "results" / f"{r['key']}.record.json").read_text())
+        assert full["eval_deletion_curve"][0] == pytest.approx(full["eval_M0"])
+        assert len(full["eval_deletion_curve"]) == 5
+    table = (out / "table.md").read_text()
+    assert "| pdcr |" in table and "| occlusion |" in table and "attribution score" in table
+    for name in ("curves.png", "shares.png", "maps_row1_mni152_wm_unet.png"):
+        assert (out / name).stat().st_size > 5000

@@ -42,6 +42,11 @@ def add_batch_parsers(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
                        help="images per forward pass (default 8, fixed so that every worker batches alike)")
         p.add_argument("--device", default="auto")
         p.add_argument("-o", "--output", required=True, help="output folder (created; reused to resume)")
+        if name == "compare":
+            g = p.add_argument_group("evaluation (docs/methods.md, 'Evaluation metrics')")
+            g.add_argument("--k", type=int, default=10, help="salient blocks perturbed for the attribution score")
+            g.add_argument("--steps", type=int, default=20, help="steps of the deletion and insertion curves")
+            g.add_argument("--draws", type=int, default=3, help="replacement draws averaged per perturbed image")
         p.set_defaults(func=cmd_batch, evaluate=name == "compare")
 
 
@@ -112,7 +117,8 @@ def cmd_batch(args: argparse.Namespace) -> dict[str, Any]:
             params = dict(settings[method])
             if "batch_size" in {p.name for p in registry.get(method).params()}:
                 params.setdefault("batch_size", args.batch_size)
-            tasks += [Task(row, method, params, model, evaluate=args.evaluate) for row in rows]
+            ev = {"k": args.k, "steps": args.steps, "draws": args.draws} if args.evaluate else {}
+            tasks += [Task(row, method, params, model, evaluate=args.evaluate, eval_options=ev) for row in rows]
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out} is a file; give a folder")

@@ -121,9 +121,14 @@ def _map_grids(recs: Sequence[dict[str, Any]], out: Path, max_rows: int) -> list
             if m.ndim == 3:  # a volume: the plane holding the RoI
                 z = int(np.nanargmax(np.isfinite(m).sum(axis=(0, 1)))) if np.isfinite(m).any() else m.shape[2] // 2
                 m = m[:, :, z]
-            lim = np.nanmax(np.abs(m)) if np.isfinite(m).any() else 1.0
-            signed = np.nanmin(m) < 0
-            ax.imshow(m, cmap="RdBu" if signed else "magma", vmin=-lim if signed else 0, vmax=lim or 1)
+            finite = m[np.isfinite(m)]
+            signed = finite.size > 0 and finite.min() < 0
+            if signed:  # effect maps: symmetric around 0, red = supports (negative), as in napari
+                lim = float(np.abs(finite).max()) or 1.0
+                ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
+            else:  # saliency: its own range (RISE clusters around the mean Dice)
+                lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+                ax.imshow(m, cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1)
             ax.set_title(r["method"], fontsize=9)
             ax.axis("off")
         fig.suptitle(f"{rs[0]['name']} · {Path(model).name}", fontsize=9)
@@ -149,8 +154,9 @@ def _shares(recs: Sequence[dict[str, Any]], path: Path) -> Path | None:
         if rs:
             vals = [np.nanmean([_num(r.get(k)) for r in rs]) for k in ("positive_share", "negative_share",
                                                                          "irrelevant_share")]
-            axes[0, i].pie(vals, labels=["positive", "negative", "irrelevant"],
-                           colors=["#c0392b", "#2e6fb5", "#d0d0d0"], autopct="%.0f%%", textprops={"fontsize": 8})
+            # ATE > 0: Dice rises when the block is replaced (works against, blue); < 0: supports (red)
+            axes[0, i].pie(vals, labels=["works against (ATE > 0)", "supports (ATE < 0)", "irrelevant"],
+                           colors=["#2e6fb5", "#c0392b", "#d0d0d0"], autopct="%.0f%%", textprops={"fontsize": 8})
         axes[0, i].set_title(Path(m).name, fontsize=9)
         methods = sorted({r["method"] for r in recs if r["model"] == m})
         scores = [np.nanmean([_num(r.get("eval_attribution_score")) for r in recs

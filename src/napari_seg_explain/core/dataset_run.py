@@ -92,7 +92,7 @@ def run_task(task: Task, out_dir: str, device: str = "auto", threads: int = 1) -
 
         rec |= flat_stats(expl.stats) | summary_metrics(expl)
         if task.evaluate:
-            rec |= _evaluation(model, job, expl)
+            rec |= _evaluation(model, job, expl, task.eval_options)
         rec |= {"status": "ok", "files": [str(f) for f in files], "warnings": expl.warnings,
                 "forward_passes": model.forward_passes - passes0 - int(rec.get("eval_forward_passes", 0))}
     except Exception as exc:  # noqa: BLE001 - recorded per task, the run goes on
@@ -115,7 +115,7 @@ def flat_stats(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def _evaluation(model: Any, job: Any, expl: Any) -> dict[str, Any]:
+def _evaluation(model: Any, job: Any, expl: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The papers' metrics on the explained frame (the job's image, RoI and label; the map cut to them)."""
     import numpy as np
 
@@ -127,7 +127,7 @@ def _evaluation(model: Any, job: Any, expl: Any) -> dict[str, Any]:
     if job.crop is not None:
         m = m[job.crop].reshape(job.image.shape[1:])
     res = evaluate(model, job.image, job.roi, job.target, m, label=job.label, pool=job.pool,
-                   seed=getattr(job.config, "seed", 0), direction=SALIENT.get(job.method, "high"))
+                   seed=getattr(job.config, "seed", 0), direction=SALIENT.get(job.method, "high"), **options)
     return {f"eval_{k}": v for k, v in res.items()}
 
 

@@ -54,6 +54,7 @@ class Task:
     model: str = ""
     model_options: dict[str, Any] = field(default_factory=dict)
     evaluate: bool = False  # also compute the evaluation metrics (seg-explain compare)
+    eval_options: dict[str, Any] = field(default_factory=dict)  # k, steps, draws of core.evaluation.evaluate
 
     @property
     def key(self) -> str:
@@ -65,7 +66,7 @@ class Task:
         parts = {"row": asdict(self.row) | {"index": None, "name": None}, "method": self.method,
                  "params": {k: v for k, v in sorted(self.params.items()) if k != "batch_size"},
                  "model": [sha256_file(f) for f in files if f.exists()], "options": self.model_options,
-                 "evaluate": self.evaluate,
+                 "evaluate": self.evaluate, "eval_options": self.eval_options,
                  "inputs": [_stamp(p) for p in (self.row.image, self.row.roi_mask, self.row.label, *self.row.pool) if p]}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
