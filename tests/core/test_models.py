@@ -629,3 +629,17 @@ def test_with_card_shares_the_network():
     clone = model.with_card(in_channels=3, normalization="minmax")
     assert clone.net is model.net and clone.card.in_channels == 3 and model.card.in_channels is None
     assert clone.card.normalization == "minmax" and model.card.normalization == "none"
+
+
+def test_card_channels_name_the_inputs(tmp_path) -> None:
+    from napari_seg_explain.core.errors import ModelLoadError
+    from napari_seg_explain.core.modelcard import load_card
+
+    good = tmp_path / "m.yaml"
+    good.write_text("spatial_dims: 2\nchannels: [T1, T1c, T2, FLAIR]\n")
+    card = load_card(good)
+    assert card.channels == ("T1", "T1c", "T2", "FLAIR") and card.in_channels == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spatial_dims: 2\nin_channels: 2\nchannels: [T1, T1c, T2]\n")
+    with pytest.raises(ModelLoadError, match="channels names 3 inputs but in_channels is 2"):
+        load_card(bad)

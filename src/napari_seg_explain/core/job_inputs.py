@@ -148,6 +148,8 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     names = list(model.card.classes)
     geometry = spatial_geometry(image) | {"slice_index": z,
                                           "slice_axis": image.spatial_ndim - 1 if z is not None else None}
+    if len(model.channel_names) == arr.shape[0] > 1:  # the card names its inputs (T1, T1c, T2, FLAIR)
+        geometry["channel_names"] = list(model.channel_names)
     warnings = input_warnings(model.card, arr, explained_spacing(image, z))
     volume = {}
     if model.card.spatial_dims == 3:

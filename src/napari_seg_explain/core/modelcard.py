@@ -8,6 +8,7 @@ Schema (every key optional except where a state dict needs ``architecture``)::
     architecture: {name: UNet, kwargs: {spatial_dims: 2, ...}}   # MONAI network for state dicts
     spatial_dims: 2
     in_channels: 1
+    channels: [T1]                      # names of the input channels, in order (multi-contrast: T1, T1c, T2, FLAIR)
     classes: [background, white_matter]
     output_activation: softmax          # softmax | sigmoid | none (outputs are probabilities)
     normalization: {method: minmax}     # none | minmax | zscore | ct_window (center, width)
@@ -48,6 +49,7 @@ class ModelCard:
     architecture_kwargs: dict[str, Any] = field(default_factory=dict)
     spatial_dims: int = 2
     in_channels: int | None = None
+    channels: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     output_activation: str = "auto"
     normalization: str = "none"
@@ -65,6 +67,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["classes"] = list(self.classes)
+        d["channels"] = list(self.channels)
         d["input_size"] = list(self.input_size) if self.input_size else None
         for key in ("intensity_range", "spacing"):
             d[key] = list(d[key]) if d[key] is not None else None
@@ -152,6 +155,11 @@ def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
     _require(rf is None or int(rf) > 0, path, "receptive_field must be a positive number of pixels")
     in_ch = raw.get("in_channels")
     _require(in_ch is None or int(in_ch) > 0, path, "in_channels must be a positive integer")
+    chans = raw.get("channels") or []
+    _require(isinstance(chans, list) and all(isinstance(c, (str, int)) for c in chans), path,
+             "channels must be a list of names, e.g. [T1, T1c, T2, FLAIR]")
+    _require(not chans or in_ch is None or len(chans) == int(in_ch), path,
+             f"channels names {len(chans)} inputs but in_channels is {in_ch}")
     return ModelCard(
         name=str(raw.get("name", path.stem)),
         description=str(raw.get("description", "")),
@@ -159,7 +167,8 @@ def _card_from_dict(raw: dict[str, Any], path: Path) -> ModelCard:
         architecture=arch_name,
         architecture_kwargs=arch_kwargs,
         spatial_dims=dims,
-        in_channels=int(in_ch) if in_ch is not None else None,
+        in_channels=int(in_ch) if in_ch is not None else (len(chans) or None),
+        channels=tuple(str(c) for c in chans),
         classes=tuple(str(c) for c in raw.get("classes", ()) or ()),
         output_activation=act,
         normalization=method,

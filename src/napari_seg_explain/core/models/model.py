@@ -52,6 +52,11 @@ class SegmentationModel:
         return not self.is_onnx
 
     @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Names of the input channels (the card's ``channels``; nnU-Net: dataset.json), or ``()``."""
+        return tuple(self.card.channels)
+
+    @property
     def name(self) -> str:
         return self.card.name or (Path(self.source).stem if self.source else "model")
 

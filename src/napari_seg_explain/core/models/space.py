@@ -82,10 +82,6 @@ class PreprocessingModel(SegmentationModel, ABC):
         return {"format": self.format, "patch size": list(self.card.input_size or ()),
                 "channels": list(self.channel_names), "classes": list(self.card.classes)}
 
-    @property
-    def channel_names(self) -> tuple[str, ...]:
-        return ()
-
     def segment(self, image: "Image", slice_index: int | None = None, *, batch_size: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Labels on the scan's display grid (``slice_index`` ignored: the tool segments whole scans)."""

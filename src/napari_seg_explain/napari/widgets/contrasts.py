@@ -16,9 +16,7 @@ which take the whole volume.
 
 from __future__ import annotations
 
-import functools
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,30 +46,8 @@ def model_channels(model: "SegmentationModel | None") -> int:
 
 
 def channel_names(model: "SegmentationModel | None") -> tuple[str, ...]:
-    """The model's channel names: its own (nnU-Net's dataset.json, a MONAI bundle), else the card's ``channels``
-    list (a key the card loader does not keep: read from the card file), else ``()``."""
-    if model is None:
-        return ()
-    own = tuple(str(n) for n in getattr(model, "channel_names", ()) or ())
-    if own:
-        return own
-    source = getattr(model.card, "source", None)
-    if not source or not str(source).lower().endswith((".yaml", ".yml")):
-        return ()
-    return _card_channels(str(source))
-
-
-@functools.lru_cache(maxsize=16)
-def _card_channels(source: str) -> tuple[str, ...]:
-    """The ``channels`` list of the card file ``source`` (read once: the list is refreshed on every slice step)."""
-    try:
-        import yaml
-
-        raw = yaml.safe_load(Path(source).read_text()) or {}
-        names = raw.get("channels") if isinstance(raw, dict) else None
-        return tuple(str(n) for n in names) if isinstance(names, list) else ()
-    except Exception:  # noqa: BLE001 - an unreadable card names no channels
-        return ()
+    """The model's channel names (an nnU-Net's dataset.json, a bundle's metadata, a card's ``channels``), or ``()``."""
+    return tuple(str(n) for n in getattr(model, "channel_names", ()) or ()) if model is not None else ()
 
 
 def matches(layer_name: str, channel: str) -> bool:
