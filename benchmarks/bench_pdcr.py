@@ -12,9 +12,11 @@ the pool of other slices, seed 0, the paper's S = 3, tau = 0.02, N = ``--n``:
   gathered on the host) on the first ``--blocks`` blocks with *the same draws* (the per-block draw table of
   ``pdcr_multi``; the loop's ATEs are checked against ours): ``speedup_vs_block_loop`` = our passes/s over its;
 * the model's best batched rate on unperturbed copies (batch 4..64, best of each): ``throughput_fraction``;
+  at the batch size the engine chose: ``throughput_fraction_same_batch`` (our overhead alone);
 * adaptive N (same seed, same draws: a prefix of the exact run's): forward-pass fraction and agreement;
 * hierarchical screening with 16 and 32 px super-blocks: passes and agreement;
-* 8 RoIs (8x8 boxes on white matter) in one run vs the one-RoI run: ``multi_roi_cost_ratio`` (seconds);
+* 8 RoIs (16x16 boxes on white matter, the first the one-RoI run's) in one run vs the one-RoI run:
+  ``multi_roi_cost_ratio`` (seconds), ``multi_roi_pass_ratio`` (forward passes);
 * MiSuRe on the same image and RoI (default config): ``misure_seconds``; peak RSS; the load average.
 
 Without ``--quick``: a sweep (``pdcr_sweep.py``) over image size, block size, batch size and 2-D/3-D, written as
@@ -57,18 +59,19 @@ def sample_setup(device: str):
     return model, plane, pool, wm, roi
 
 
-def eight_rois(wm: np.ndarray, first: np.ndarray) -> list[np.ndarray]:
-    """``first`` and 7 more 8x8 block-aligned boxes mostly on white matter, at least one block apart."""
+def eight_rois(wm: np.ndarray, first: np.ndarray, size: int = 16) -> list[np.ndarray]:
+    """``first`` and 7 more ``size`` block-aligned boxes (the same size as the one-RoI run's) mostly on white
+    matter, at least one block apart."""
     rois, taken = [first], first.copy()
     h, w = wm.shape
-    cands = sorted(((wm[y:y + 8, x:x + 8].mean(), y, x) for y in range(0, h - 7, 8) for x in range(0, w - 7, 8)),
-                   reverse=True)
+    cands = sorted(((wm[y:y + size, x:x + size].mean(), y, x) for y in range(0, h - size + 1, 8)
+                    for x in range(0, w - size + 1, 8)), reverse=True)
     for _, y, x in cands:
         if len(rois) == 8:
             break
-        if not taken[max(0, y - 8):y + 16, max(0, x - 8):x + 16].any():
+        if not taken[max(0, y - 8):y + size + 8, max(0, x - 8):x + size + 8].any():
             r = np.zeros_like(wm)
-            r[y:y + 8, x:x + 8] = True
+            r[y:y + size, x:x + size] = True
             rois.append(r)
             taken |= r
     return rois
@@ -163,26 +166,28 @@ def quick(args) -> dict:
 
     model.batch_sizes.clear()
     raw0 = best_raw_rate(model, plane)
-    (exact,), t_exact = run([roi], preview=True)
-    n_exact = exact.stats["forward_passes"]
-    log(f"exact: {n_exact} passes in {t_exact:.1f} s, batch {exact.provenance['batch_size']}, first map "
-        f"{exact.stats['first_map_seconds']:.1f} s")
-    # the same work three ways, alternated three times (best of each: a shared machine's load varies):
+    # the same work three ways, alternated three times (best of each: a shared machine's load varies;
+    # the first run also picks the automatic batch size, so the timed runs below start with it known):
     # ours and the one-block loop on the --blocks blocks nearest the RoI (same draws), the model's raw rate
     excl = near_blocks(roi, 8, args.blocks)
-    ours_k, loop_k, raw_k = [], [], [raw0]
+    ours_k, loop_k, raw_k, same_k = [], [], [raw0], []
     for _ in range(3):
         (sub,), t_sub = run([roi], exclude=excl)
         ours_k.append(sub.stats["forward_passes"] / t_sub)
         loop_passes, t_loop, loop_ates = block_loop(model, plane, pool, roi, PdCRConfig(**base), excl)
         loop_k.append(loop_passes / t_loop)
         raw_k.append(best_raw_rate(model, plane, repeats=1))
+        same_k.append(best_raw_rate(model, plane, sizes=(int(sub.provenance["batch_size"]),), repeats=1)[0])
     raw_rate, raw_bs = max(raw_k)
     sub_vals = sub.map[::8, ::8][~np.isnan(sub.map[::8, ::8])]
     loop_diff = max((abs(sub_vals[i] - v) for i, v in loop_ates.items()), default=0.0)
     log(f"same work ({sub.stats['n_blocks']} blocks, {sub.stats['forward_passes']} passes): ours "
         f"{[round(r) for r in ours_k]} img/s, loop {[round(r) for r in loop_k]}, raw best {raw_rate:.0f} at batch "
         f"{raw_bs}; max |ATE diff| loop vs ours {loop_diff:.2g}")
+    (exact,), t_exact = run([roi], preview=True)
+    n_exact = exact.stats["forward_passes"]
+    log(f"exact: {n_exact} passes in {t_exact:.1f} s, batch {exact.provenance['batch_size']}, first map "
+        f"{exact.stats['first_map_seconds']:.1f} s")
     (adaptive,), t_adaptive = run([roi], adaptive=True)
     ag = agreement(exact, adaptive)
     log(f"adaptive: {adaptive.stats['forward_passes']} passes in {t_adaptive:.1f} s, {ag}")
@@ -205,6 +210,7 @@ def quick(args) -> dict:
     ours_rate, loop_rate = max(ours_k), max(loop_k)
     return {"speedup_vs_block_loop": round(ours_rate / loop_rate, 3),
             "throughput_fraction": round(ours_rate / raw_rate, 3),
+            "throughput_fraction_same_batch": round(ours_rate / max(same_k), 3),
             "multi_roi_cost_ratio": round(t_multi / t_exact, 3),
             "multi_roi_pass_ratio": round(n_multi / n_exact, 3), "n_rois": len(rois),
             "multi_roi_vs_mean_single_pass_ratio": round(n_multi / float(np.mean(alone)), 3),
