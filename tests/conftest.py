@@ -17,3 +17,16 @@ def _torch_threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def test_device() -> str:
+    """Device for the tests that take it: ``SEG_EXPLAIN_TEST_DEVICE`` (e.g. ``cuda`` in benchmarks/gpu_check.sh),
+    else the CPU. Such tests skip when the device is not there."""
+    dev = os.environ.get("SEG_EXPLAIN_TEST_DEVICE", "cpu")
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("SEG_EXPLAIN_TEST_DEVICE asks for CUDA and none is available")
+    return dev

@@ -192,3 +192,104 @@ def test_pdcr_3d_anisotropic_blocks_from_the_cli_form():
     assert np.nansum(np.abs(others)) == 0
     with pytest.raises(Exception, match="patch"):
         PdCRConfig(patch=(0, 4, 4))
+
+
+# ------------------------------------------------------------------ speed options (CUDA; no-ops on the CPU)
+def test_mixed_shape_pool_keeps_one_unpadded_group_per_shape_and_crops_as_the_padded_stack():
+    model = SegmentationModel(Doubler(), device="cpu")
+    rng = np.random.default_rng(3)
+    arrays = [rng.uniform(size=s).astype(np.float32) for s in [(8, 8), (20, 20), (8, 8), (12, 30), (8, 8)]]
+    pool = pool_from_arrays(model, arrays, block=8)
+    assert sorted(tuple(g.shape) for g in pool.groups) == [(1, 1, 12, 30), (1, 1, 20, 20), (3, 1, 8, 8)]
+    padded = pool.images  # (5, 1, 20, 30), built on demand
+    assert padded.shape == (5, 1, 20, 30)
+    for i, a in enumerate(arrays):
+        np.testing.assert_array_equal(padded[i, 0, :a.shape[0], :a.shape[1]].numpy(), a)
+    draws = pool.draw(200, 8, torch.Generator().manual_seed(0))
+    which = draws[:, 0].reshape(-1, 1, 1)
+    from napari_seg_explain.core.perturb.grid import block_index
+
+    expected = padded[(which, slice(None)) + block_index(draws[:, 1:], 8)]
+    torch.testing.assert_close(pool.crops(draws, 8), expected, rtol=0, atol=0)
+    bound = pool.bind(model, torch.as_tensor(arrays[1])[None, None] * 3)
+    torch.testing.assert_close(bound.crops(draws, 8), expected, rtol=0, atol=0)  # normalisation 'none'
+
+
+def test_speed_options_are_recorded_and_are_no_ops_on_the_cpu():
+    model = SegmentationModel(Doubler(), device="cpu")
+    x = _images(20)
+    ref = _run(Engine(model, 4), model, x)
+    model.set_speed(channels_last=True, compile=True, pin_memory=True, amp_dtype="bf16")
+    engine = Engine(model, 4, amp=True)
+    out = _run(engine, model, x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    speed = engine.describe()["speed"]
+    assert speed["amp"].startswith("off (CPU") and speed["compile"] == "off (CPU: no-op)"
+    assert speed["channels_last"] == speed["pin_memory"] == "off (CPU: no-op)"
+    assert model.describe()["speed"]["amp"] == "off" and model.amp_dtype == "bfloat16"
+    with pytest.raises(Exception, match="amp dtype"):
+        model.set_speed(amp_dtype="int8")
+
+
+def test_a_failing_compiled_network_falls_back_to_eager_with_a_recorded_warning():
+    model = SegmentationModel(Doubler(), device="cpu")
+    x = _images(9)
+    ref = _run(Engine(model, 3), model, x)
+
+    def broken(_x):
+        raise RuntimeError("inductor: no compiler (test)")
+
+    model._compile_requested, model._compiled = True, broken  # what set_speed(compile=True) leaves on CUDA
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        out = _run(Engine(model, 3), model, x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert model._compiled is None and "inductor" in model.speed_notes[0]
+    assert "fell back" in model.speed_info()["compile"] or "CPU" in model.speed_info()["compile"]
+
+
+def test_speed_options_on_the_test_device_match_exact_mode(test_device):
+    """On CUDA (SEG_EXPLAIN_TEST_DEVICE=cuda): channels_last, pinned host batches and compile give the exact
+    mode's probabilities (to float tolerance), amp in bf16/fp16 to a loose one; on the CPU: identical."""
+    x = _images(33, size=32)
+    exact = SegmentationModel(Doubler(), device=test_device).predict(x, batch_size=8, amp=False)
+    fast = SegmentationModel(Doubler(), device=test_device).set_speed(channels_last=True, pin_memory=True)
+    np.testing.assert_allclose(fast.predict(x, batch_size=8, amp=False), exact, atol=1e-5)
+    lab = SegmentationModel(Doubler(), device=test_device).set_speed(pin_memory=True).segment_batches(x, batch_size=8)
+    np.testing.assert_array_equal(drive(lab), (exact[:, 1] > 0.5).astype(np.uint8))
+    for dtype in ("float16", "bfloat16"):
+        amp = SegmentationModel(Doubler(), device=test_device).predict(x, batch_size=8, amp=dtype)
+        np.testing.assert_allclose(amp, exact, atol=0.05)
+    comp = SegmentationModel(Doubler(), device=test_device).set_speed(compile=True)
+    with warnings_allowed():
+        np.testing.assert_allclose(comp.predict(x, batch_size=8, amp=False), exact, atol=1e-4)
+
+
+def test_pdcr_on_the_test_device_with_speed_options_matches_the_cpu_map(test_device):
+    """The seeded draws are the same on any device: the map on the test device (with channels_last and
+    pinned memory) equals the CPU's (CUDA: to float tolerance)."""
+    rng = np.random.default_rng(1)
+    image = rng.uniform(size=(1, 48, 48)).astype(np.float32)
+    image[0, 16:32, 16:32] += 1.0
+    roi = np.zeros((48, 48), bool)
+    roi[20:28, 20:28] = True
+    pool = [rng.uniform(size=(1, 16, 16)).astype(np.float32) for _ in range(20)]
+    cfg = PdCRConfig(n=4, screen=2, tau=0.0, batch_size=16, seed=3)
+    maps = []
+    for dev in ("cpu", test_device):
+        model = SegmentationModel(Doubler(), device=dev).set_speed(channels_last=True, pin_memory=True)
+        expl = explain_pdcr(model, image, roi, 1, pool=pool_from_arrays(model, pool), config=cfg)
+        maps.append(expl.map)
+        assert "speed" in expl.provenance
+    np.testing.assert_allclose(maps[1], maps[0], atol=1e-5, equal_nan=True)
+
+
+class warnings_allowed:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)

@@ -7,6 +7,11 @@ the batch size. ``batch_size=0`` is *auto*: on the CPU the first real batches ar
 sizes and the fastest per image is kept (a small U-Net on 2 cores runs faster at 8-16 than at 64); on CUDA
 it starts large and halves on out-of-memory. The choice is cached on the model per input shape and
 recorded in each result (:meth:`Engine.describe`).
+
+Speed options live on the model (:meth:`SegmentationModel.set_speed`): ``amp`` (``True`` = the model's
+``amp_dtype``, or ``"float16"`` / ``"bfloat16"``; CUDA autocast, off by default = exact mode),
+``channels_last``, ``torch.compile`` with an eager fallback, pinned staging of host-built batches. Each is a
+no-op on the CPU and :meth:`Engine.describe` records what was actually used.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def with_batch_time_limit(gen: Generator[Any, None, T], seconds: float | None) -
 class Engine:
     """Batched forward passes for one run. ``batch_size``: 0 = auto, else fixed (halved on CUDA OOM)."""
 
-    def __init__(self, model: "SegmentationModel", batch_size: int = 0, *, amp: bool = False,
+    def __init__(self, model: "SegmentationModel", batch_size: int = 0, *, amp: bool | str = False,
                  max_batch_seconds: float | None = None) -> None:
         if int(batch_size) < 0:
             from .errors import UserError
@@ -119,10 +124,13 @@ class Engine:
         self.model.batch_sizes[self._key] = self.size
 
     def describe(self) -> dict[str, Any]:
-        """What the result records: the mode, the size used and the per-image times measured (ms)."""
+        """What the result records: the mode, the size used, the per-image times measured (ms) and the speed
+        options as used on this device (amp dtype, channels_last, compile, pinned memory; CPU: off)."""
+        info = getattr(self.model, "speed_info", None)
         return {"batch_size": self.size, "batch_mode": "fixed" if self.fixed else "auto",
                 "batch_time_limit_s": self.max_batch_seconds,
-                "batch_timings_ms_per_image": {str(k): round(1000 * v, 3) for k, v in self.timings.items()}}
+                "batch_timings_ms_per_image": {str(k): round(1000 * v, 3) for k, v in self.timings.items()},
+                **({"speed": info(self.amp)} if callable(info) else {})}
 
     # ---------------------------------------------------------------------------------- running
     def run(self, n: int, build: Build, score: Score, *, stage: str = "", done0: int = 0, total: int | None = None,

@@ -1,7 +1,7 @@
 """Where replacement blocks come from: random crops of *other* images of the dataset (N-D).
 
-A :class:`TilePool` holds the pool images in their raw intensities, padded into one tensor ``(P, C, *Smax)``
-on the model's device. Every image counts, background and constant ones included: the pool is the data's
+A :class:`TilePool` holds the pool images in their raw intensities on the model's device, one unpadded tensor
+``(n, C, *S)`` per image shape (a pool of tiles and whole slices is not padded to the largest image). Every image counts, background and constant ones included: the pool is the data's
 distribution (dropping constant tiles makes every replacement insert tissue, and a model with group or
 instance normalisation then finds every block "supporting"). A folder of pre-cut tiles in the PdCR
 authors' format (``<image>_<row>_<col>.png``, one block each) is such a pool.
@@ -35,21 +35,49 @@ if TYPE_CHECKING:
 
 @dataclass
 class TilePool:
-    """Raw pool images ``(P, C, *Smax)`` with each image's valid spatial size ``(P, D)``."""
+    """Raw pool images, one tensor ``(n_g, C, *S_g)`` per spatial shape, with each image's size ``(P, D)``.
 
-    images: "torch.Tensor"
+    Images of one shape are stacked unpadded; a pool mixing shapes (8x8 tiles and whole slices) keeps one
+    group per shape instead of padding every tile to the largest image (10,000 8x8 tiles and one 512x512
+    slice would otherwise take 10 GB). ``group`` / ``member`` ``(P,)``: where image ``i`` is stored.
+    """
+
+    groups: "list[torch.Tensor]"
     sizes: "torch.Tensor"
     source: str
     avoid_self_overlap: bool = False  # True when the pool is the explained image itself
     n_constant: int = 0
+    group: "torch.Tensor | None" = None  # (P,) group of each image (None: one group, in order)
+    member: "torch.Tensor | None" = None  # (P,) index of each image inside its group
 
     @property
     def n_images(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.sizes.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.groups[0].shape[1])
 
     @property
     def spatial_ndim(self) -> int:
         return int(self.sizes.shape[1])
+
+    @property
+    def images(self) -> "torch.Tensor":
+        """All images padded with zeros to the largest ``(P, C, *Smax)`` (for inspection; built on demand for
+        a pool of several shapes, which can be large)."""
+        import torch
+
+        if len(self.groups) == 1:
+            return self.groups[0]
+        smax = [int(v) for v in self.sizes.max(dim=0).values]
+        g0 = self.groups[0]
+        out = torch.zeros((self.n_images, g0.shape[1], *smax), dtype=g0.dtype, device=g0.device)
+        for i in range(self.n_images):
+            g, m = int(self.group[i]), int(self.member[i])
+            t = self.groups[g][m]
+            out[(i, slice(None)) + tuple(slice(0, n) for n in t.shape[1:])] = t
+        return out
 
     def describe(self) -> dict:
         return {"source": self.source, "n_images": self.n_images, "n_constant_images": self.n_constant,
@@ -57,12 +85,12 @@ class TilePool:
 
     def bind(self, model: "SegmentationModel", image: "torch.Tensor") -> "TilePool":
         """The pool in the model's input space, normalised with the statistics of ``image`` ``(1, C, *S)``."""
-        if image.shape[1] != self.images.shape[1]:
-            raise IncompatibleInputError(f"pool images have {self.images.shape[1]} channels, the image {image.shape[1]}")
+        if image.shape[1] != self.n_channels:
+            raise IncompatibleInputError(f"pool images have {self.n_channels} channels, the image {image.shape[1]}")
         if image.ndim - 2 != self.spatial_ndim:
             raise IncompatibleInputError(f"pool images are {self.spatial_ndim}-D, the image is {image.ndim - 2}-D")
-        return TilePool(model.normalize(self.images, like=image), self.sizes, self.source, self.avoid_self_overlap,
-                        self.n_constant)
+        return TilePool([model.normalize(g, like=image) for g in self.groups], self.sizes, self.source,
+                        self.avoid_self_overlap, self.n_constant, self.group, self.member)
 
     def draw(self, n: int, block: Block, generator: "torch.Generator",
              avoid: "torch.Tensor | None" = None) -> "torch.Tensor":
@@ -96,9 +124,24 @@ class TilePool:
 
     def crops(self, draws: "torch.Tensor", block: Block) -> "torch.Tensor":
         """Gather crops for ``draws`` ``(n, 1 + D)`` -> ``(n, b0, ..., bD, C)`` on the pool's device."""
-        d = draws.to(self.images.device)
-        which = d[:, 0].reshape([-1] + [1] * (d.shape[1] - 1))
-        return self.images[(which, slice(None)) + block_index(d[:, 1:], block)]
+        import torch
+
+        dev = self.groups[0].device
+        if len(self.groups) == 1:
+            d = draws.to(dev)
+            which = d[:, 0].reshape([-1] + [1] * (d.shape[1] - 1))
+            return self.groups[0][(which, slice(None)) + block_index(d[:, 1:], block)]
+        d = draws.cpu()
+        g_of, m_of = self.group[d[:, 0]], self.member[d[:, 0]]
+        out = None
+        for g in torch.unique(g_of).tolist():
+            rows = torch.nonzero(g_of == g).flatten()
+            which = m_of[rows].to(dev).reshape([-1] + [1] * (d.shape[1] - 1))
+            part = self.groups[g][(which, slice(None)) + block_index(d[rows, 1:].to(dev), block)]
+            if out is None:
+                out = torch.empty((len(d), *part.shape[1:]), dtype=part.dtype, device=dev)
+            out[rows.to(dev)] = part
+        return out
 
 
 def _stack(model: "SegmentationModel", arrays: Sequence[np.ndarray], source: str, block: Block,
@@ -122,17 +165,22 @@ def _stack(model: "SegmentationModel", arrays: Sequence[np.ndarray], source: str
             raise IncompatibleInputError(f"pool images have different channel counts ({c} and {a.shape[0]})")
         if a.ndim - 1 != nd:
             raise IncompatibleInputError(f"pool images mix {nd}-D and {a.ndim - 1}-D images")
-    smax = tuple(max(a.shape[1 + i] for a in keep) for i in range(nd))
-    out = torch.zeros((len(keep), c, *smax), dtype=torch.float32, device=model.device)
-    sizes = torch.zeros((len(keep), nd), dtype=torch.long)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, a in enumerate(keep):
-        out[(i, slice(None)) + tuple(slice(0, s) for s in a.shape[1:])] = torch.as_tensor(
-            np.ascontiguousarray(a, dtype=np.float32), device=model.device)
-        sizes[i] = torch.tensor(a.shape[1:])
+        by_shape.setdefault(tuple(a.shape[1:]), []).append(i)
+    groups, group, member = [], torch.zeros(len(keep), dtype=torch.long), torch.zeros(len(keep), dtype=torch.long)
+    for g, idx in enumerate(by_shape.values()):  # one unpadded tensor per shape, stacked on the host first
+        groups.append(torch.from_numpy(np.stack([np.asarray(keep[i], dtype=np.float32) for i in idx]))
+                      .to(model.device))
+        group[idx] = g
+        member[idx] = torch.arange(len(idx))
+    sizes = torch.tensor([a.shape[1:] for a in keep], dtype=torch.long).reshape(len(keep), nd)
     n_const = sum(1 for a in keep if np.ptp(a) == 0)
     if small:
         source += f" ({len(small)} images smaller than a block left out)"
-    return TilePool(out, sizes, source, avoid_self_overlap=self_pool, n_constant=n_const)
+    if len(groups) == 1:
+        return TilePool(groups, sizes, source, avoid_self_overlap=self_pool, n_constant=n_const)
+    return TilePool(groups, sizes, source, self_pool, n_const, group, member)
 
 
 def _channels_first(a: np.ndarray, spatial_dims: int) -> np.ndarray:
