@@ -290,6 +290,7 @@ def test_cancel_with_keep_partial_keeps_a_partial_layer(qtbot, viewer_widget, sl
     add_rect(viewer, 8, 8, 24, 24, z=Z, image=image)
     widget.sync.refresh()
     _configure_pdcr(widget, n=50, screen=1, batch=4)
+    widget.explain_section.set_fast(False)  # exact (paper) mode: blocks not yet estimated stay NaN (no preview)
     widget.keep_partial.setChecked(True)
     names = _names(viewer)
     widget.run()

@@ -226,8 +226,8 @@ class Controller:
 
     def estimate(self, c: Choices) -> Estimate:
         """The cost shown before Run: which slice it explains when that is not the one shown, the spec's upper
-        bound of forward passes and about how long they take at the speed measured at load; or what would stop
-        the Run."""
+        bound of forward passes and about how long the run takes at the speed measured at load (adaptive N: the
+        passes it is expected to spend, :func:`expected_passes`); or what would stop the Run."""
         from ...core.explainers import registry
 
         if self.loaded is None:
@@ -253,18 +253,20 @@ class Controller:
             self.check_inputs(spec, c, image, slices)
             if spec.estimate is None:
                 return Estimate(f"{where}Cost: {spec.title} gives no estimate.", slices=slices, ok=True)
-            passes = sum(int(spec.estimate(cfg, roi.mask if roi is not None else plane_shape)) for roi, _ in rois)
+            uppers = [int(spec.estimate(cfg, roi.mask if roi is not None else plane_shape)) for roi, _ in rois]
+            passes, expected = sum(uppers), sum(expected_passes(cfg, u) for u in uppers)
             spi = jobs.image_seconds(self.loaded, plane_shape)
             runs = f"{len(rois)} runs, " if len(rois) > 1 else ""
-            secs = passes * spi
+            secs = expected * spi
             device = self.loaded.model.device.type
             if not np.isfinite(secs):
                 took = f"on {device} (not timed at load)"
             else:
                 took = (("under a second" if secs < 1 else f"about {jobs.format_seconds(secs)}")
                         + f" on {device} ({1000 * spi:.1f} ms per image, timed at load)")
-            text = f"{where}Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'}, {took}."
-            return Estimate(text, passes * spi, passes, slices, ok=True)
+            adaptive = f" (adaptive N: about {expected:,})" if expected != passes else ""
+            text = f"{where}Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'}{adaptive}, {took}."
+            return Estimate(text, secs, expected, slices, ok=True)
         except UserError as exc:
             return Estimate(f"{where}Cannot run yet: {exc}")
         except Exception as exc:  # noqa: BLE001 - the estimate must never break the widget
@@ -315,6 +317,21 @@ class Controller:
             records.append(rec)
             added += list(rec.layers.values())
         return added, records
+
+
+#: adaptive N spends about this share of the exact mode's estimation draws (the sample, the paper's S, N, tau: 0.63;
+#: docs/methods.md "Speed": 0.46 of all passes); the cost line's time counts it, its upper bound does not
+ADAPTIVE_SHARE = 0.6
+
+
+def expected_passes(cfg: Any, upper: int) -> int:
+    """The passes the cost line's time counts: the upper bound, or for adaptive N (a config with ``adaptive``,
+    ``screen`` and ``n``: PdCR) the unperturbed pass, S screening draws and ``ADAPTIVE_SHARE`` of N per block."""
+    if not getattr(cfg, "adaptive", False) or not hasattr(cfg, "screen") or not hasattr(cfg, "n"):
+        return upper
+    s, n = int(cfg.screen), int(cfg.n)
+    blocks = (upper - 1) / max(1, s + n)
+    return int(round(1 + blocks * (s + ADAPTIVE_SHARE * n)))
 
 
 def anisotropy_note(image: "Layer | None", ratio: float = 2.0) -> str:

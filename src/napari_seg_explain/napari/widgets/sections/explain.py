@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 NO_GT = "(none: soft Dice vs the model's own prediction)"
 NO_ROI = "(none: the whole image)"
 GT_TIP = "optional ground truth: with it the RoI score is hard Dice against the label (the paper's setting)"
+#: the speed choice of a method with opt-in speed modes (PdCR): the parameters each choice sets in the form
+FAST, EXACT = "fast", "exact"
+MODES = {FAST: ("Fast preview (adaptive N, coarse map first)", {"preview": True, "adaptive": True}),
+         EXACT: ("Exact (paper)", {"preview": False, "adaptive": False})}
+MODE_TIP = ("Fast preview: a whole coarse map streams after screening (blocks not yet estimated show their screening "
+            "mean) and each block stops drawing once its ATE is settled (adaptive N, about half the passes).\n"
+            "Exact (paper): every block that passes screening gets all N draws; blocks not yet estimated stay empty.")
 
 
 class ExplainSection(Section):
@@ -121,6 +128,16 @@ class ExplainSection(Section):
         self.advanced.addWidget(adv)
         self.form.addRow(self.advanced)
 
+        self.mode = QComboBox()
+        for key, (text, _values) in MODES.items():
+            self.mode.addItem(text, key)
+        self.mode.setToolTip(MODE_TIP)
+        self.mode.currentIndexChanged.connect(lambda *_: self._mode_changed())
+        for name, f in self.forms.items():  # the form's own check boxes follow the choice, and set it back
+            for key in MODES[FAST][1]:
+                if key in f.widgets and isinstance(f.widgets[key], QCheckBox):
+                    f.widgets[key].toggled.connect(lambda *_, n=name: self._sync_mode(n))
+        self.form.addRow("Mode", self.mode)
         self.estimate_label = QLabel("")
         self.estimate_label.setWordWrap(True)
         self.form.addRow(self.estimate_label)
@@ -131,6 +148,7 @@ class ExplainSection(Section):
                                        "score, deletion / insertion curves) and show them side by side")
         self.compare_button.clicked.connect(lambda *_: on_compare() if on_compare is not None else None)
         self.compare_button.setVisible(on_compare is not None)
+        self.set_fast(True)  # the widget answers fast by default; the paper's exact mode is one click away
         self.cancel_button = QPushButton("Cancel  (Esc)")
         self.cancel_button.clicked.connect(lambda *_: on_cancel())
         row = QHBoxLayout()
@@ -184,9 +202,47 @@ class ExplainSection(Section):
         label = self._adv_form.labelForField(self.exclude)
         if label is not None:
             label.setVisible(pool)
+        self.form.setRowVisible(self.mode, self._has_modes(spec.name))
         self.gt_combo.setEnabled(spec.uses("label"))
         self.gt_combo.setToolTip(GT_TIP if spec.uses("label") else f"{spec.title} does not use a ground truth")
         self._on_change()
+
+    # ------------------------------------------------------------------------- fast / exact
+    def _has_modes(self, method: str) -> bool:
+        widgets = self.forms[method].widgets
+        return all(isinstance(widgets.get(k), QCheckBox) for k in MODES[FAST][1])
+
+    @property
+    def fast(self) -> bool:
+        """The speed choice: fast preview (True) or the paper's exact mode."""
+        return self.mode.currentData() == FAST
+
+    def set_fast(self, on: bool) -> None:
+        """Choose 'Fast preview' (``on``) or 'Exact (paper)': sets Preview and Adaptive N in the forms with them."""
+        index = self.mode.findData(FAST if on else EXACT)
+        if index != self.mode.currentIndex():
+            self.mode.setCurrentIndex(index)
+        else:
+            self._mode_changed()
+
+    def _mode_changed(self) -> None:
+        values = MODES[str(self.mode.currentData())][1]
+        for name, f in self.forms.items():
+            if self._has_modes(name):
+                for key, value in values.items():
+                    f.widgets[key].setChecked(value)
+        self._on_change()
+
+    def _sync_mode(self, method: str) -> None:
+        """Preview and Adaptive N changed by hand: the choice shows 'Fast' when both are on, 'Exact' when both off."""
+        if method != self.method_key:
+            return
+        on = {k: self.forms[method].widgets[k].isChecked() for k in MODES[FAST][1]}
+        for key, (_text, values) in MODES.items():
+            if on == values and self.mode.currentData() != key:
+                self.mode.blockSignals(True)
+                self.mode.setCurrentIndex(self.mode.findData(key))
+                self.mode.blockSignals(False)
 
     # --------------------------------------------------------------------------------- the pool
     def pool_choice(self) -> str:
