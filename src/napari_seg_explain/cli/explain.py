@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from ..core.explainers.base import ExplainerSpec
 
 
+#: ``--exact``: the paper's mode, whatever the speed flags say (for a method with opt-in speed modes: PdCR)
+EXACT_MODE = {"preview": False, "adaptive": False, "screening": "exact", "amp": False}
+
+
 def add_common_inputs(p: argparse.ArgumentParser, *, output_help: str) -> None:
     p.add_argument("image", help="image file (NIfTI, PNG/JPEG/TIFF/BMP, NRRD, MHA) or DICOM folder")
     p.add_argument("--contrasts", nargs="+", metavar="FILE",
@@ -95,6 +99,11 @@ def add_method_parser(sub: Any, spec: "ExplainerSpec", parents: list[argparse.Ar
     group = p.add_argument_group(f"{spec.title} parameters")
     for info in spec.params():
         _param_flag(group, info)
+    names = {info.name for info in spec.params()}
+    if "adaptive" in names and "screening" in names:
+        group.add_argument("--exact", action="store_true",
+                           help="the paper's exact mode whatever the other flags say: "
+                                + ", ".join(f"{k} {v}" for k, v in EXACT_MODE.items() if k in names))
     if any(info.name == "layer" for info in spec.params()):  # --layer list prints the layers: no -o needed
         for action in p._actions:
             if action.dest == "output":
@@ -119,7 +128,10 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     others = getattr(args, "models", None) or []
     if others and not as_json:
         raise UserError("--models writes a JSON summary: give -o OUT.json")
-    config = spec.make_config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    if getattr(args, "exact", False):
+        values |= {k: v for k, v in EXACT_MODE.items() if k in values}
+    config = spec.make_config(**values)
     image, model = load(args)
     job = job_from_files(model, image, spec.name, config=config, slice_index=args.slice_index,
                          roi_box=args.roi_box, roi_mask=args.roi_mask, label=getattr(args, "label", None),
