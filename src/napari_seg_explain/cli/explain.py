@@ -142,10 +142,27 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     expl = run_with_bar(job.run(model), spec.title, not args.quiet)
     expls = [expl] + [run_with_bar(job.run(load_model(m, None, device=args.device)), f"{spec.title} ({Path(m).name})",
                                    not args.quiet) for m in others]
+    expl.run["inputs"] = rerun_inputs(args)  # what ``seg-explain rerun`` needs to recompute this result
     z = job.geometry.get("slice_index")
     extra = {"across_models": spec.aggregate(expls)} if others else {}
     files = write_json(out, spec, expl, **extra) if as_json else expl.save(out, like=image, slice_index=z)
     return summary(args.command if args.command != "explain" else spec.name, files, expl)
+
+
+def rerun_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's inputs as the sidecar records them (absolute paths): ``seg-explain rerun`` reads them."""
+    import os
+
+    def ab(p: Any) -> Any:
+        return None if p is None else os.path.abspath(str(p))
+
+    return {"image": ab(args.image), "contrasts": [ab(p) for p in (getattr(args, "contrasts", None) or [])],
+            "model": ab(args.model), "card": ab(args.card), "slice_index": args.slice_index,
+            "roi_box": args.roi_box, "roi_mask": ab(args.roi_mask), "roi_point": args.roi_point,
+            "target": args.target, "label": ab(getattr(args, "label", None)),
+            "pool": [ab(p) for p in (getattr(args, "pool", None) or [])] or None,
+            "pool_exclude": getattr(args, "pool_exclude", 5),
+            **{k: getattr(args, k, None) for k in ("folds", "checkpoint", "mirroring", "ensemble")}}
 
 
 def list_layers(args: argparse.Namespace, spec: "ExplainerSpec") -> dict[str, Any]:

@@ -43,7 +43,7 @@ from .common import Bar, batch_size, check_output, load
 from .explain import add_common_inputs, add_method_parser
 
 EXIT_USER_ERROR = 2
-FIXED_COMMANDS = ("segment", "explain", "demo", "napari", "batch", "compare")
+FIXED_COMMANDS = ("segment", "explain", "demo", "napari", "batch", "compare", "rerun")
 
 
 def _global_flags(suppress: bool) -> argparse.ArgumentParser:
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_batch_parsers
 
     add_batch_parsers(sub, flags)
+    from .rerun import add_rerun_parser
+    add_rerun_parser(sub, flags)
     from .reliability import add_reliability_parser
     add_reliability_parser(sub, flags)
     return parser
