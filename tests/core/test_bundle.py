@@ -3,7 +3,6 @@ display grid and the bundle's preprocessed grid, explained through the command l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -164,8 +163,6 @@ def test_torchscript_bundle_and_safe_loading(bundle, model, tmp_path):
 
 
 def test_cli_pdcr_and_misure_on_a_bundle(bundle, model, tmp_path, capsys):
-    if importlib.util.find_spec("napari_seg_explain.core.job_space") is None:
-        pytest.skip("needs PreprocessingModel routing in job_inputs")
     from napari_seg_explain.cli import main
 
     scan = sample_path(SAMPLE_VOLUME_3D)
