@@ -83,20 +83,22 @@ def log(*a) -> None:
 def import_authors(code_dir: Path):
     """``(occlusion_sensitivity_optimized, set_seed)`` from their ``utils_.py``.
 
-    ``utils_`` imports torchvision only for its plotting helpers; if torchvision is absent a stub stands in
-    (the PdCR function does not use it).
+    ``utils_`` imports torchvision only for its plotting helpers; if torchvision is absent or does not import
+    (PyPI's torchvision beside a CPU build of torch) a stub stands in (the PdCR function does not use it).
     """
     if not (code_dir / "utils_.py").is_file():
         sys.exit(f"{code_dir} has no utils_.py: pass --authors-code the root of a clone of lcmmai/PdCR")
     try:
         import torchvision.transforms.functional  # noqa: F401
-    except ImportError:
+    except Exception:  # noqa: BLE001 - absent, or broken beside this torch build
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
         tv = types.ModuleType("torchvision")
         tr = types.ModuleType("torchvision.transforms")
         fn = types.ModuleType("torchvision.transforms.functional")
         tv.transforms, tr.functional = tr, fn
         sys.modules.update({"torchvision": tv, "torchvision.transforms": tr, "torchvision.transforms.functional": fn})
-        log("torchvision not installed: stubbed (only their plotting helpers use it)")
+        log("torchvision does not import: stubbed (only their plotting helpers use it)")
     sys.path.insert(0, str(code_dir))
     import utils_  # type: ignore[import-not-found]
 
