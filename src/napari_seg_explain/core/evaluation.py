@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import IncompatibleInputError, UserError
 from .evaluation_curves import FILLS, block_saliency, curve_items, fill_images, rank_blocks, trapezoid_auc
+from .explainers.common import check_image, check_mask
 from .progress import Progress, drive
 
 if TYPE_CHECKING:
@@ -61,10 +62,10 @@ def evaluation(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, t
 
     t0 = time.perf_counter()
     amap, direction = _map_and_direction(explanation_map, direction)
-    image = _check_image(model, image)
+    image = check_image(model, image)
     shape = image.shape[1:]
-    roi = _check_mask(roi, shape, "RoI").astype(bool)
-    label = None if label is None else _check_mask(label, shape, "label")
+    roi = check_mask(roi, shape, "RoI").astype(bool)
+    label = None if label is None else check_mask(label, shape, "label")
     if amap.shape != shape:
         raise IncompatibleInputError(f"the map has shape {amap.shape}, the image {shape}: evaluate a map computed "
                                      "on this image (its spatial shape, without channels)")
@@ -216,27 +217,6 @@ def _check_params(k: int, steps: int, draws: int, fill: str) -> None:
             raise UserError(f"evaluation parameter {name} must be an integer >= 1 (got {v})")
     if fill not in FILLS:
         raise UserError(f"fill must be one of {', '.join(FILLS)} (got {fill!r})")
-
-
-def _check_image(model: "SegmentationModel", image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    nd = model.card.spatial_dims
-    if arr.ndim == nd:
-        arr = arr[None]
-    if arr.ndim != nd + 1:
-        raise IncompatibleInputError(f"model {model.name!r} is {nd}-D: expected an image (C, {nd} spatial axes), "
-                                     f"got shape {arr.shape}")
-    model.check_channels(arr.shape[0])
-    if not np.isfinite(arr).all():
-        raise IncompatibleInputError("the image contains NaN or infinite values")
-    return np.array(arr, dtype=np.float32, copy=True)
-
-
-def _check_mask(mask: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.shape != tuple(shape):
-        raise IncompatibleInputError(f"{what} shape {m.shape} differs from the image's {tuple(shape)}")
-    return m
 
 
 def _rank_image(grid: "BlockGrid", order: np.ndarray, device) -> "torch.Tensor":
