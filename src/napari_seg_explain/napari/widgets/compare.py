@@ -40,12 +40,17 @@ class Comparison:
         self.second_view: Layer | None = None
         self.active = False
 
+    def remember_view(self) -> None:
+        """What :meth:`stop` puts back: the layer order, each layer's visibility and the grid settings."""
+        self.order = list(self.viewer.layers)
+        self.visible = {id(L.unwrap(lay)): (lay, bool(lay.visible)) for lay in self.order}
+        grid = viewer_grid(self.viewer)
+        self.grid = {"enabled": grid.enabled, "stride": grid.stride, "shape": tuple(grid.shape)}
+
     def start(self) -> None:
         viewer = self.viewer
-        self.order = list(viewer.layers)
-        self.visible = {id(L.unwrap(lay)): (lay, bool(lay.visible)) for lay in self.order}
+        self.remember_view()
         grid = viewer_grid(viewer)
-        self.grid = {"enabled": grid.enabled, "stride": grid.stride, "shape": tuple(grid.shape)}
         first, second = (self.store.live_layers(r) for r in self.runs)
         self.second_view = self._second_view()
         wanted = [self.image, *first, self.second_view, *second]

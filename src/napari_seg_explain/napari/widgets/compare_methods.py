@@ -170,10 +170,8 @@ class GridComparison(Comparison):
 
     def start(self) -> None:
         viewer = self.viewer
-        self.order = list(viewer.layers)
-        self.visible = {id(L.unwrap(lay)): (lay, bool(lay.visible)) for lay in self.order}
+        self.remember_view()
         grid = viewer_grid(viewer)
-        self.grid = {"enabled": grid.enabled, "stride": grid.stride, "shape": tuple(grid.shape)}
         cells = [self.cell_layers(r) for r in self.runs]
         stride = 1 + max((len(c) for c in cells), default=0)
         wanted: list[Any] = []

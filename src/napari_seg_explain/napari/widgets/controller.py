@@ -46,6 +46,15 @@ class Controller:
     def layer(self, name: str) -> "Layer | None":
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
+
+    def ground_truth(self, spec: "ExplainerSpec", c: Choices) -> "Layer | None":
+        """The chosen ground-truth layer when the method uses a label, else None (a UserError if it is gone)."""
+        if not (c.ground_truth and spec.uses("label")):
+            return None
+        gt = self.layer(c.ground_truth)
+        if gt is None:
+            raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+        return gt
     def checked_image(self, name: str) -> "Layer":
         """The image layer ``name``, once a model is loaded and the layer can be fed to it (else UserError)."""
         if self.loaded is None:
@@ -120,11 +129,7 @@ class Controller:
         vol, names = contrasts.stacked_volume(self.viewer, image, c.contrasts, model)
         core = inputs.core_image(image, vol)
         reorder = reorder_for(core, model.card.orientation)
-        gt = None
-        if c.ground_truth and spec.uses("label"):
-            gt = self.layer(c.ground_truth)
-            if gt is None:
-                raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+        gt = self.ground_truth(spec, c)
         label = inputs.label_volume(gt, image, c.target) if gt is not None else None
         unlike = input_warnings(model.card, vol, tuple(float(s) for s in core.spacing))  # the same for every RoI
         planned: list[PlannedRun] = []
@@ -169,12 +174,8 @@ class Controller:
         planned: list[PlannedRun] = []
         for roi, roi_name in self.rois(spec, c, image, z):
             zz = roi.slice_index if roi is not None and roi.slice_index is not None else z
-            label = None
-            if c.ground_truth and spec.uses("label"):
-                gt = self.layer(c.ground_truth)
-                if gt is None:
-                    raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
-                label = inputs.label_plane(gt, image, zz, c.target)
+            gt = self.ground_truth(spec, c)
+            label = inputs.label_plane(gt, image, zz, c.target) if gt is not None else None
             pool = (pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)
                     if spec.uses("pool") else None)
             pool = contrasts.stacked_pool(pool, self.viewer, image, c.contrasts, self.loaded.model)
@@ -216,10 +217,7 @@ class Controller:
         """What :meth:`plan` would refuse, checked before Run without building any job: the ground truth and the
         pool of every explained slice (UserError naming the control to change)."""
         for zz in dict.fromkeys(slices):
-            if c.ground_truth and spec.uses("label"):
-                gt = self.layer(c.ground_truth)
-                if gt is None:
-                    raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+            if (gt := self.ground_truth(spec, c)) is not None:
                 inputs.label_plane(gt, image, zz, c.target)
             if spec.uses("pool"):
                 pools.pool_spec(c.pool, self.viewer, image, zz, c.pool_folder.strip(), c.exclude)

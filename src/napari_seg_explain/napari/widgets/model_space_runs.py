@@ -92,11 +92,7 @@ def plan_model_space(ctl: "Controller", c: "Choices", image: "Layer") -> list["P
     cfg = ctl.config(spec, c.values)
     model = ctl.loaded.model
     scan = scan_image(image, ctl, c.contrasts)
-    gt = None
-    if c.ground_truth and spec.uses("label"):
-        gt = ctl.layer(c.ground_truth)
-        if gt is None:
-            raise UserError(f"the ground-truth layer {c.ground_truth!r} no longer exists")
+    gt = ctl.ground_truth(spec, c)
     label = inputs.label_volume(gt, image, c.target) if gt is not None else None
     pool = _pool_paths(spec, c)
     meta = image.metadata.get("seg_explain") if isinstance(image.metadata, dict) else None
