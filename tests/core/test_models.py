@@ -595,12 +595,18 @@ def test_hash_is_stable_and_tracks_weights(tmp_path):
 def test_forward_passes_counts_images():
     model = _model(TinyNet())
     seen = []
+    model.set_speed(cpu_workers=1)  # one batch per progress step
     model.predict(_images(5), batch_size=2, progress=lambda done, total: seen.append((done, total)))
     assert model.forward_passes == 5 and seen == [(2, 5), (4, 5), (5, 5)]
+    seen.clear()
+    model.set_speed(cpu_workers=2)  # two batches side by side per step; a lone image still counts once
+    model.predict(_images(5), batch_size=2, progress=lambda done, total: seen.append((done, total)))
+    assert model.forward_passes == 10 and seen == [(4, 5), (5, 5)]
+    model.set_speed(cpu_workers=0)
     model.predict(_images(1)[0])
-    assert model.forward_passes == 6
+    assert model.forward_passes == 11
     model.forward_normalized(_images(3))
-    assert model.forward_passes == 9
+    assert model.forward_passes == 14
 
 
 def test_eval_mode_restores_train_mode(exported):

@@ -8,6 +8,10 @@ sizes and the fastest per image is kept (a small U-Net on 2 cores runs faster at
 it starts large and halves on out-of-memory. The choice is cached on the model per input shape and
 recorded in each result (:meth:`Engine.describe`).
 
+On the CPU a torch network runs data-parallel (``cpu_parallel.py``): each step is a *group* of up to W
+batches (W = the cores, at most 8), built on the calling thread and run side by side by W worker threads
+on single-threaded kernels; the batch size is per worker, timed per group.
+
 Speed options live on the model (:meth:`SegmentationModel.set_speed`): ``amp`` (``True`` = the model's
 ``amp_dtype``, or ``"float16"`` / ``"bfloat16"``; CUDA autocast, off by default = exact mode),
 ``channels_last``, ``torch.compile`` with an eager fallback, pinned staging of host-built batches. Each is a
@@ -19,9 +23,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .cpu_parallel import cpu_workers, describe_workers, single_threaded_kernels, split
 from .errors import OutOfMemory
 from .progress import Progress
 
@@ -32,6 +38,13 @@ if TYPE_CHECKING:
 
 #: batch sizes timed on the CPU (the first batch, at the smallest size, is a warm-up and not timed)
 CPU_CANDIDATES = (4, 8, 16, 32, 64)
+#: per-worker batch sizes timed when several CPU workers run side by side (larger images do best at 2)
+PARALLEL_CANDIDATES = (2, 4, 8)
+#: a CPU worker runs its batch as network calls of at most this many images: on single-threaded kernels
+#: oneDNN picks other convolution kernels from 16 images on (1e-6 differences; batches of 2-12 agree bit for
+#: bit), and a lone image is run beside a copy of itself (1 image: other kernels again), so every image of a
+#: CPU run goes through the same kernels whatever the batch size: a seed gives the same map bit for bit
+MAX_WORKER_CALL = 8
 CUDA_START = 256
 _LIMIT = threading.local()
 T = TypeVar("T")
@@ -75,6 +88,7 @@ class Engine:
         self._pending: list[int] = []
         self._warm = False
         self._shape: tuple[int, ...] | None = None
+        self.workers = cpu_workers(model)
 
     # ---------------------------------------------------------------------------------- sizing
     def _start_sizing(self, shape: tuple[int, ...]) -> None:
@@ -87,11 +101,11 @@ class Engine:
         elif self.model.device.type == "cuda":
             self.size = CUDA_START
         else:
-            self._pending = list(CPU_CANDIDATES)
+            self._pending = list(PARALLEL_CANDIDATES if self.workers > 1 else CPU_CANDIDATES)
 
     @property
     def _key(self) -> tuple:
-        return (*(self._shape or ()), self.max_batch_seconds)
+        return (*(self._shape or ()), self.max_batch_seconds, self.workers)
 
     def _next(self, remaining: int) -> int:
         if self._pending and self.timings and self.max_batch_seconds is not None:
@@ -130,6 +144,7 @@ class Engine:
         return {"batch_size": self.size, "batch_mode": "fixed" if self.fixed else "auto",
                 "batch_time_limit_s": self.max_batch_seconds,
                 "batch_timings_ms_per_image": {str(k): round(1000 * v, 3) for k, v in self.timings.items()},
+                **describe_workers(self.workers),
                 **({"speed": info(self.amp)} if callable(info) else {})}
 
     # ---------------------------------------------------------------------------------- running
@@ -149,33 +164,64 @@ class Engine:
             self._start_sizing(tuple(shape or ()))
         out: torch.Tensor | None = None
         start = 0
-        while start < n:
-            size = self._next(n - start)
-            stop = start + size
-            t0 = time.perf_counter()
-            try:
-                with torch.inference_mode():
-                    s = score(self.model.forward_normalized(build(start, stop), amp=self.amp))
-                    s = s.float().cpu()
-            except OutOfMemory:
-                if size == 1:
-                    raise
-                self._pending.clear()
-                self.size = max(1, size // 2)
-                self.model.batch_sizes[self._key] = self.size
-                continue
-            self._record(size, time.perf_counter() - t0)
-            if out is None:
-                out = torch.full((n, *s.shape[1:]), float("nan"), dtype=torch.float32)
-            out[start:stop] = s
-            start = stop
-            stop_now = until is not None and until(out, stop)
-            yield Progress(done0 + stop, total, stage, partial=partial(stop, out) if partial else None)
-            if stop_now:
-                break
+        with ExitStack() as stack:
+            pool = None
+            if self.workers > 1:
+                stack.enter_context(single_threaded_kernels())
+                pool = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="seg-explain-cpu"))
+            while start < n:
+                size = self._next(n - start)
+                chunks = split(start, min(n - start, size * self.workers), self.workers, size)
+                stop = chunks[-1][1]
+                t0 = time.perf_counter()
+                try:
+                    parts = self._forward(chunks, build, score, pool)
+                except OutOfMemory:
+                    if size == 1:
+                        raise
+                    self._pending.clear()
+                    self.size = max(1, size // 2)
+                    self.model.batch_sizes[self._key] = self.size
+                    continue
+                if chunks[0][1] - chunks[0][0] == size:  # time per image of a full group
+                    self._record(size, (time.perf_counter() - t0) * size / (stop - start))
+                if out is None:
+                    out = torch.full((n, *parts[0].shape[1:]), float("nan"), dtype=torch.float32)
+                out[start:stop] = torch.cat(parts)
+                start = stop
+                stop_now = until is not None and until(out, stop)
+                yield Progress(done0 + stop, total, stage, partial=partial(stop, out) if partial else None)
+                if stop_now:
+                    break
         if self._pending and self.timings:  # the work ran out before every candidate was timed
             self._pending.clear()
             self._choose()
         if out is None:
             out = torch.empty((0,), dtype=torch.float32)
         return out
+
+    def _forward(self, chunks: list[tuple[int, int]], build: Build, score: Score,
+                 pool: ThreadPoolExecutor | None) -> list["torch.Tensor"]:
+        """Scores of each chunk on the CPU: built here (in order: draws stay reproducible), run on the workers."""
+        import torch
+
+        cpu = self.model.device.type == "cpu"
+        cap = MAX_WORKER_CALL if self.workers > 1 else max(b - a for a, b in chunks)
+
+        def call(x: "torch.Tensor") -> "torch.Tensor":
+            if cpu and len(x) == 1:  # beside a copy of itself: the kernels of a batch (MAX_WORKER_CALL)
+                try:
+                    return self.model.forward_normalized(torch.cat([x, x]), amp=self.amp, count=1)[:1]
+                except OutOfMemory:
+                    pass  # two do not fit where one may: alone
+            return self.model.forward_normalized(x, amp=self.amp)
+
+        def work(x: "torch.Tensor") -> "torch.Tensor":
+            with torch.inference_mode():  # thread-local: entered in the worker itself
+                return torch.cat([score(call(p)).float().cpu() for p in x.split(cap)])
+
+        with torch.inference_mode():
+            batches = [build(a, b) for a, b in chunks]
+        if pool is None or len(batches) == 1:
+            return [work(x) for x in batches]
+        return list(pool.map(work, batches))

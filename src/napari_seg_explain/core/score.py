@@ -94,8 +94,10 @@ class RoIScore:
     def _class_probs(self, probs: "torch.Tensor", class_probability) -> "torch.Tensor":
         import torch
 
-        flat = [class_probability(probs, t).reshape(len(probs), -1)[:, self._idx] for t in self.targets]
-        return torch.stack(flat, dim=1)  # (B, R, U)
+        once = {t: class_probability(probs, t).reshape(len(probs), -1)[:, self._idx] for t in set(self.targets)}
+        if len(once) == 1:  # every RoI on one class (the usual case): one gather, broadcast over the RoIs
+            return next(iter(once.values()))[:, None].expand(-1, len(self.targets), -1)
+        return torch.stack([once[t] for t in self.targets], dim=1)  # (B, R, U)
 
     def __call__(self, probs: "torch.Tensor") -> "torch.Tensor":
         """``(B, K, *S)`` probabilities -> ``(B, R)`` Dice points."""

@@ -6,6 +6,7 @@ Shapes: images are channels-first ``(C, H, W)``; batches ``(B, C, H, W)``; proba
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -24,6 +25,20 @@ if TYPE_CHECKING:
 
     from ..images import Image
     from ..progress import Progress
+
+
+_COUNT_LOCK = threading.Lock()
+
+
+def _incompatible(name: str, xf: "torch.Tensor", count: int | None, exc: BaseException) -> IncompatibleInputError:
+    return IncompatibleInputError(
+        f"model {name!r} failed on an input of shape {_shown(xf, count)}: {exc}. Check that the image's channels "
+        "and size fit the model (model card 'in_channels', 'input_size', 'fit')")
+
+
+def _shown(t: "torch.Tensor", count: int | None) -> tuple[int, ...]:
+    """A shape as the user's batch had it (the engine runs a lone image beside a copy of itself)."""
+    return (t.shape[0] if count is None else count, *t.shape[1:])
 
 
 class SegmentationModel(SpeedOptions):
@@ -153,6 +168,8 @@ class SegmentationModel(SpeedOptions):
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - compile is an optimisation: fall back to eager
+                if "32-bit index" in str(exc):
+                    raise  # the batch is too large for any kernel: the engine halves it, compiled or not
                 self._compile_failed(exc)
         try:
             return _first_tensor(self.net(x))
@@ -172,12 +189,14 @@ class SegmentationModel(SpeedOptions):
             return logits.sigmoid()
         return logits
 
-    def forward_normalized(self, x: "torch.Tensor", *, amp: bool | str = False) -> "torch.Tensor":
+    def forward_normalized(self, x: "torch.Tensor", *, amp: bool | str = False, count: int | None = None
+                           ) -> "torch.Tensor":
         """Probabilities ``(B, K, *S)`` float32 for an already normalised batch ``(B, C, *S)``.
 
         Differentiable when called with gradients enabled (not for ONNX). ``amp`` turns on CUDA
         autocast (opt-in speed mode; exact mode runs in the model's own precision): ``True`` in the model's
-        ``amp_dtype`` (:meth:`set_speed`), or ``"float16"`` / ``"bfloat16"``. A no-op on the CPU.
+        ``amp_dtype`` (:meth:`set_speed`), or ``"float16"`` / ``"bfloat16"``. A no-op on the CPU. ``count``: the
+        forward passes to count (default: the batch; the engine counts a lone image run beside a copy once).
         """
         import torch
 
@@ -193,14 +212,20 @@ class SegmentationModel(SpeedOptions):
             except torch.OutOfMemoryError as exc:
                 raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {x.shape[0]} images: lower "
                                   "the batch size or use a smaller input") from exc
+            except RuntimeError as exc:
+                if "32-bit index" not in str(exc) or xf.shape[0] == 1:
+                    raise _incompatible(self.name, xf, count, exc) from exc
+                # a CUDA kernel's tensors hold over 2^31 elements at this batch size: as out of memory, the
+                # engine halves the batch (the engine's CUDA start, 256, meets it with a 31 M U-Net at 256x256)
+                raise OutOfMemory(f"a batch of {count or x.shape[0]} images is too large for the {self.device}'s kernels "
+                                  f"(over 2^31 elements in one tensor): lower the batch size") from exc
             except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
-                raise IncompatibleInputError(
-                    f"model {self.name!r} failed on an input of shape {tuple(xf.shape)}: {exc}. Check that the "
-                    "image's channels and size fit the model (model card 'in_channels', 'input_size', 'fit')") from exc
-        self.forward_passes += x.shape[0]
+                raise _incompatible(self.name, xf, count, exc) from exc
+        with _COUNT_LOCK:  # the engine's CPU workers call this side by side
+            self.forward_passes += x.shape[0] if count is None else count
         if logits.ndim != xf.ndim or logits.shape[2:] != xf.shape[2:]:
             raise IncompatibleInputError(
-                f"model {self.name!r} returned shape {tuple(logits.shape)} for input {tuple(xf.shape)}; "
+                f"model {self.name!r} returned shape {_shown(logits, count)} for input {_shown(xf, count)}; "
                 "a segmentation model must return (B, K, *spatial) with the input's spatial size")
         return self.activate(undo(logits.float()))
 

@@ -23,6 +23,7 @@ class SpeedOptions:
         self.channels_last = False
         self.pin_memory = False
         self.amp_dtype = "float16"  # what amp=True autocasts to on CUDA (torch's default)
+        self.cpu_workers = 0  # CPU: batches run side by side on this many threads (0 = auto: the cores, <= 8)
         self.speed_notes: list[str] = []  # fallbacks taken (compile failed, pinning refused, ...)
         self._compile_requested = False
         self._compiled: Any = None
@@ -30,17 +31,24 @@ class SpeedOptions:
         self._pinned_event: Any = None
 
     def set_speed(self, *, channels_last: bool | None = None, compile: bool | None = None,  # noqa: A002
-                  pin_memory: bool | None = None, amp_dtype: str | None = None) -> "SpeedOptions":
+                  pin_memory: bool | None = None, amp_dtype: str | None = None,
+                  cpu_workers: int | None = None) -> "SpeedOptions":
         """Opt-in CUDA speed options (results record them, :meth:`speed_info`); on the CPU each is a no-op.
 
         ``channels_last``: the network and 4-D/5-D inputs in channels-last memory format (CUDA, torch modules);
         ``compile``: ``torch.compile`` the network (CUDA, ``torch.nn.Module`` formats); if compiling or the
         compiled network fails, the eager network runs and a note is recorded; ``pin_memory``: batches built
         on the host (segmentation, predict) go through a pinned staging buffer, copied asynchronously;
-        ``amp_dtype``: ``float16`` | ``bfloat16`` | ``auto`` (bf16 where the GPU supports it) for ``amp=True``.
+        ``amp_dtype``: ``float16`` | ``bfloat16`` | ``auto`` (bf16 where the GPU supports it) for ``amp=True``;
+        ``cpu_workers``: on the CPU, batches run side by side on this many threads (0 = auto, 1 = one batch at a
+        time on torch's intra-op threads; ``cpu_parallel.py``).
         """
         import torch
 
+        if cpu_workers is not None:
+            if int(cpu_workers) < 0:
+                raise UserError(f"cpu workers must be >= 0 (0 = automatic), got {cpu_workers}")
+            self.cpu_workers = int(cpu_workers)
         if amp_dtype is not None:
             amp_dtype = {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(amp_dtype, amp_dtype)
             if amp_dtype not in ("float16", "bfloat16", "auto"):

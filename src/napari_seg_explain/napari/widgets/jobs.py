@@ -55,11 +55,14 @@ TIMING_SECONDS = 0.5
 
 def describe_model(model: "SegmentationModel", batch: int = 8, repeats: int = 3) -> LoadedModel:
     """Number of classes (from one forward pass when the card does not list them) and the time per image: the
-    fastest of up to ``repeats`` batches (:data:`TIMING_SECONDS`) after a warm-up pass (the model often loads
-    while napari draws its window, so a single batch can be timed twice too slow)."""
+    fastest of up to ``repeats`` engine steps (:data:`TIMING_SECONDS`; on the CPU a batch per worker side by
+    side, as runs go) after a warm-up pass (the model often loads while napari draws its window, so a single
+    step can be timed twice too slow)."""
     import torch
 
+    from ...core.engine import Engine
     from ...core.models.space import PreprocessingModel
+    from ...core.progress import drive
 
     if model.card.spatial_dims != 2 or isinstance(model, PreprocessingModel):  # whole scans: not timed per image
         k = len(model.card.classes) or 2
@@ -69,14 +72,18 @@ def describe_model(model: "SegmentationModel", batch: int = 8, repeats: int = 3)
     x = torch.zeros((batch, c, h, w), dtype=torch.float32)
     x[:, :, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
     passes = model.forward_passes
-    with torch.inference_mode(), model.eval_mode():
-        probs = model.forward_normalized(model.normalize(x[:1]))  # warm-up
+    engine = Engine(model, batch)  # timed as runs go: on the CPU, a batch per worker side by side
+    n = batch * engine.workers
+    with model.eval_mode():
+        with torch.inference_mode():
+            xn = model.normalize(x)
+            probs = model.forward_normalized(xn[:1])  # warm-up
         times: list[float] = []
         while len(times) < max(1, repeats) and sum(times) < TIMING_SECONDS:
             t0 = time.perf_counter()
-            model.forward_normalized(model.normalize(x))
+            drive(engine.run(n, lambda a, b: xn[: b - a], lambda p: p[:, :1, 0, 0]))
             times.append(time.perf_counter() - t0)
-        spi = min(times) / batch
+        spi = min(times) / n
     model.forward_passes = passes  # timing passes are not part of any result
     k = int(probs.shape[1])
     return LoadedModel(model, k, _class_names(model, k), spi, (h, w), batch)
