@@ -5,6 +5,11 @@ card, the method and its parameters, the RoI, the class, the label and the pool.
 explanation again through the normal core path (:func:`~napari_seg_explain.core.job_inputs.job_from_files`)
 and prints one JSON line: ``identical`` (maps equal, NaN where NaN) and ``max_abs_diff``.
 
+Paths: the files the result lists (its map, RoI and extra maps) must be plain names inside the sidecar's folder
+(no ``..``, absolute paths or symlinks leading out); the recorded inputs (image, model, card, label, pool, RoI
+mask) may be anywhere but must be absolute paths, are only read, and an nnU-Net model folder (unpickled by
+nnU-Net) is loaded only with ``--trust-model``; rerun writes nowhere but ``-o``.
+
 Sidecars written before the inputs were recorded (no ``run.inputs``) are rerun from the geometry source, the
 model source and its card and the ``_roi`` map; what cannot be recovered (the label file, the pool paths) is
 named in a clear error.
@@ -33,6 +38,8 @@ def add_rerun_parser(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
     p.add_argument("result", help="the result's JSON sidecar (or its map file: the sidecar beside it is read)")
     p.add_argument("-o", "--output", help="write the rerun's map (and sidecar) here (.nii.gz, .nii, .npy)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--trust-model", action="store_true",
+                   help="load an nnU-Net model folder the sidecar names (nnU-Net unpickles its checkpoints)")
     p.set_defaults(func=cmd_rerun)
 
 
@@ -49,14 +56,35 @@ def _sidecar(path: str) -> Path:
 
 
 def _existing(path: Any, what: str, base: Path, folder_ok: bool = False) -> str:
-    """A recorded path that exists now (relative paths: from here, then from the sidecar's folder)."""
+    """A recorded input that exists now; it must be an absolute path (see :mod:`..core.safe_paths`)."""
+    from ..core.safe_paths import absolute_input
+
     if not path:
         raise UserError(f"the sidecar records no {what}")
-    for cand in (Path(path), base / path):
-        if cand.is_file() or (folder_ok and cand.is_dir()):
-            return str(cand)
+    cand = absolute_input(path, what)
+    if cand.is_file() or (folder_ok and cand.is_dir()):
+        return str(cand)
     kind = "a file or folder" if folder_ok else "a file"
     raise UserError(f"the recorded {what} {path} is not {kind} (moved or deleted?); cannot rerun")
+
+
+def _own_file(name: Any, what: str, base: Path) -> str:
+    """A file the result itself lists (map, RoI map): a plain name inside the sidecar's folder."""
+    from ..core.safe_paths import inside
+
+    path = inside(base, name, f"the sidecar's {what} entry")
+    if not path.is_file():
+        raise UserError(f"the recorded {what} {path} is not a file (moved or deleted?); cannot rerun")
+    return str(path)
+
+
+def check_trusted_model(model: str, trust: bool) -> None:
+    """nnU-Net folders are unpickled by nnU-Net (code can run): a sidecar may name one only with --trust-model."""
+    from ..core.models.nnunet import is_nnunet_dir
+
+    if is_nnunet_dir(model) and not trust:
+        raise UserError(f"the sidecar names the nnU-Net folder {model}, whose checkpoints nnU-Net unpickles (a "
+                        "hostile checkpoint runs code): check that it is yours, then add --trust-model")
 
 
 def recorded_inputs(meta: dict[str, Any], sidecar: Path) -> dict[str, Any]:
@@ -90,7 +118,7 @@ def recorded_inputs(meta: dict[str, Any], sidecar: Path) -> dict[str, Any]:
         raise UserError(f"{sidecar.name} was written before seg-explain recorded its inputs (no run.inputs): "
                         f"missing {'; '.join(missing)}. Rerun the original explain command instead")
     files = meta.get("files") or {}
-    roi_mask = _existing(files["roi"], "RoI map", base) if "roi" in files else None
+    roi_mask = _own_file(files["roi"], "RoI map", base) if "roi" in files else None
     card = (model.get("card") or {}).get("source")
     return {"image": _existing(geom.get("source"), "image (geometry source)", base, folder_ok=True),
             "contrasts": [], "model": _existing(model.get("source"), "model (provenance source)", base,
@@ -126,12 +154,11 @@ def cmd_rerun(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"cannot read {sidecar}: {exc}") from exc
     if not isinstance(meta, dict) or "method" not in meta or "map" not in (meta.get("files") or {}):
         raise UserError(f"{sidecar.name} is not a result sidecar written beside a map by seg-explain explain")
-    map_path = sidecar.parent / meta["files"]["map"]
-    if not map_path.is_file():
-        raise UserError(f"the recorded map {map_path} is not a file; cannot compare")
+    map_path = Path(_own_file(meta["files"]["map"], "map", sidecar.parent))
     recorded = Explanation.load(map_path)
     spec = registry.get(meta["method"])
     inp = recorded_inputs(meta, sidecar)
+    check_trusted_model(inp["model"], getattr(args, "trust_model", False))
     names = {f.name for f in dataclasses.fields(spec.config)}
     values = {k: v for k, v in (meta.get("params") or {}).items() if k in names}
     config = spec.make_config(**values)

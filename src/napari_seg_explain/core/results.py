@@ -93,6 +93,26 @@ class Explanation:
     warnings: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.provenance and "inputs_sha256" not in self.provenance:  # a fresh run: hash its image file
+            from .file_hashes import input_hashes
+
+            self.provenance["inputs_sha256"] = input_hashes(self.geometry.get("source"))
+
+    def record_input_hashes(self) -> None:
+        """Add the SHA-256 of the input files ``run.inputs`` names (label, pool, RoI mask, contrasts, card)."""
+        from .file_hashes import input_hashes
+
+        rec = self.run.get("inputs")
+        if not isinstance(rec, dict) or not self.provenance:
+            return
+        have = self.provenance.get("inputs_sha256") or {}
+        new = input_hashes(rec.get("image") or self.geometry.get("source"),
+                           **{k: rec.get(k) for k in ("contrasts", "label", "pool", "roi_mask", "card")})
+        self.provenance["inputs_sha256"] = new | {k: v for k, v in have.items() if v is not None and k != "note"}
+        if new.get("image") is not None or have.get("image") is not None:
+            self.provenance["inputs_sha256"].pop("note", None)
+
     @property
     def run_id(self) -> str:
         return str(self.run.get("id") or self.method)
@@ -116,6 +136,7 @@ class Explanation:
 
         path = Path(path)
         stem, suffix = split_suffix(path)
+        self.record_input_hashes()
         if not path.parent.is_dir():
             raise UserError(f"output folder {path.parent} does not exist; create it first")
         arrays = {"": self.map} | {f"_{k}": v for k, v in self.maps.items()}
@@ -159,17 +180,31 @@ class Explanation:
     @classmethod
     def load(cls, path: str | Path) -> "Explanation":
         """Read a map saved by :meth:`save` (its sidecar and extra maps) back."""
+        from .safe_paths import inside
+
         path = Path(path)
         stem, suffix = split_suffix(path)
         sidecar = stem.with_name(stem.name + ".json")
         if not sidecar.exists():
             raise UserError(f"{path.name} has no sidecar {sidecar.name}; it was not written by seg-explain")
-        meta = json.loads(sidecar.read_text())
+        folder = path.parent
+        inside(folder, path.name, f"the map {path.name}")
+        inside(folder, sidecar.name, f"the sidecar {sidecar.name}")
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the sidecar {sidecar}: {exc}; choose a map written by seg-explain") from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("files", {}), dict):
+            raise UserError(f"{sidecar.name} is not a seg-explain sidecar; choose a map written by seg-explain")
         geom = meta.get("geometry") or {}
 
         def read(p: Path) -> np.ndarray:
             if suffix == ".npy":
-                return np.load(p)
+                try:
+                    return np.load(p, allow_pickle=False)
+                except (OSError, ValueError) as exc:  # object arrays (pickles) are refused here
+                    raise UserError(f"cannot read {p.name} as a map ({exc}); choose a map written by seg-explain"
+                                    ) from exc
             from .images import read_image
 
             vol = read_image(p)  # the same display orientation the map was computed in
@@ -179,12 +214,14 @@ class Explanation:
                 arr = arr[:, :, z]
             return arr.reshape(meta["map_shape"]) if arr.size == np.prod(meta["map_shape"]) else arr
 
-        files = meta.get("files", {})
-        maps = {k: read(path.parent / f) for k, f in files.items() if k not in ("map", "roi")}
-        roi = read(path.parent / files["roi"]).astype(bool) if "roi" in files else None
+        files = {k: inside(folder, f, f"the sidecar {sidecar.name}") for k, f in meta.get("files", {}).items()}
+        maps = {k: read(f) for k, f in files.items() if k not in ("map", "roi")}
+        roi = read(files["roi"]).astype(bool) if "roi" in files else None
+        prov = meta.get("provenance") or {}
+        prov.setdefault("inputs_sha256", {"note": "not recorded: written before seg-explain hashed its inputs"})
         return cls(method=meta["method"], map=read(path).astype(np.float32), roi=roi, maps=maps,
                    stats=meta.get("stats", {}), params=meta.get("params", {}),
-                   provenance=meta.get("provenance", {}), deviations=meta.get("deviations", []),
+                   provenance=prov, deviations=meta.get("deviations", []),
                    geometry=geom, warnings=meta.get("warnings", []), run=meta.get("run") or {})
 
 

@@ -49,7 +49,11 @@ def check_mask(mask: np.ndarray | None, shape: tuple[int, ...], what: str) -> np
 
 def provenance(model: "SegmentationModel", t_start: float, forward_passes: int, seed: int,
                **extra: Any) -> dict[str, Any]:
-    """Model hash, versions, device, seed, forward passes, wall time (and e.g. the batch size) of one run."""
-    return {"model": model.describe(), "versions": versions(), "seed": int(seed),
+    """Model hash (and the SHA-256 of its files), versions, device, seed, forward passes, wall time (and e.g.
+    the batch size) of one run."""
+    from ..file_hashes import model_file_hashes
+
+    return {"model": model.describe(), "model_files_sha256": model_file_hashes(model.source, model.card.source),
+            "versions": versions(), "seed": int(seed),
             "forward_passes": int(forward_passes), "wall_time_s": round(time.perf_counter() - t_start, 4),
             "finished_at": now_iso(), "platform": platform.platform()} | extra

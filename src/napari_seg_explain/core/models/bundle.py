@@ -6,6 +6,10 @@ or ``models/model.ts`` (TorchScript): nothing is unpickled with code. The scan i
 the bundle's own ``preprocessing`` (its loader and channel-first transforms skipped: the image is handed
 over as the MetaTensor they would give), segmented with its ``inferer`` and post-processed by its own
 ``postprocessing`` (writers skipped), so labels match what the bundle's inference writes for that file.
+
+Security: the config is parsed by MONAI's ``ConfigParser``, which imports and calls every ``_target_`` and
+evaluates ``$`` expressions as Python; nothing here restricts that, so a bundle's config is code: load only
+bundles you trust (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..modelcard import ModelCard
 from .bundle_space import BundleSpace, image_metatensor, run_preprocessing
+from .devices import sha256_file
 from .loading import _read_state_dict
 from .space import PreprocessingModel
 
@@ -154,7 +159,7 @@ class BundleModel(PreprocessingModel):
             spatial_dims=dims, in_channels=in_ch, classes=_classes(meta, n_out),
             output_activation=_activation(parser.get("postprocessing"), n_out), normalization="none",
             input_size=roi if roi and len(roi) == 3 else None, source=str(root), orientation="file")
-        digest = hashlib.sha256(weights.read_bytes() + cfg_file.read_bytes()).hexdigest()
+        digest = hashlib.sha256((sha256_file(weights) + sha256_file(cfg_file)).encode()).hexdigest()
         super().__init__(net, card, device=device, fmt="monai-bundle", source=str(root), sha256=digest)
         self.net_format = fmt_net
 

@@ -169,7 +169,10 @@ def save_results(folder: str | Path, runs: list["RunRecord"],
 
 def open_results(folder: str | Path) -> tuple[list[SavedRun],
                                               list[tuple[np.ndarray, str, SliceGeometry, dict[str, Any]]]]:
-    """Read a folder written by :func:`save_results` (or by its version 1): the runs and the segmentations."""
+    """Read a folder written by :func:`save_results` (or by its version 1): the runs and the segmentations.
+
+    Every file ``results.json`` and the sidecars list must be a plain name inside the folder (no ``..``,
+    absolute paths, or symlinks leading out): a folder that breaks this is refused as a whole."""
     from ...core.results import Explanation
 
     folder = Path(folder)
@@ -180,19 +183,24 @@ def open_results(folder: str | Path) -> tuple[list[SavedRun],
         index = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
-    if index.get("format") != FORMAT:
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise UserError(f"{path} is not a napari-seg-explain results index")
+    from ...core.safe_paths import inside
+
     base = path.parent
     runs = []
     for entry in index.get("runs", []) + index.get("explanations", []):
-        expl = Explanation.load(base / entry["file"])
+        expl = Explanation.load(inside(base, entry.get("file"), INDEX))
         runs.append(SavedRun(expl, SliceGeometry.from_dict(entry["geometry"]), entry.get("label", "")))
     segs = []
     for entry in index.get("segmentations", []):
         geom = SliceGeometry.from_dict(entry["geometry"])
-        f = base / entry["file"]
+        f = inside(base, entry.get("file"), INDEX)
         if f.name.endswith(".npy"):
-            arr = np.load(f)
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except (OSError, ValueError) as exc:  # object arrays (pickles) are refused here
+                raise UserError(f"cannot read {f.name} ({exc}); choose a folder written by 'Save results'") from exc
         else:
             import nibabel as nib
 
