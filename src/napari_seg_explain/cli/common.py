@@ -82,7 +82,53 @@ def check_output(path: str, args: argparse.Namespace) -> Path:
         if inp in mine or (inp.parent == out.parent.resolve() and inp.name.startswith(stem.name + "_")
                            and inp.name.endswith(suffix)):
             raise UserError(f"-o {out} would overwrite the input {inp}; choose another output name")
+    check_new([out, stem.with_name(stem.name + ".json")], args)
+    check_writable(out.parent)
     return out
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before the work, not after it, when the output folder cannot take a file."""
+    import tempfile
+
+    from ..core.input_checks import write_error
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".seg-explain-probe-"):
+            pass
+    except OSError as exc:
+        raise write_error(folder, exc) from exc
+
+
+def check_new(paths: "list[Path]", args: argparse.Namespace) -> None:
+    """Refuse to replace an existing file unless ``--overwrite`` was given."""
+    if getattr(args, "overwrite", False):
+        return
+    for p in paths:
+        if Path(p).exists():
+            raise UserError(f"{p} already exists; give --overwrite to replace it, or choose another output name")
+
+
+def output_targets(out: Path, expl: Any) -> list[Path]:
+    """Every file ``expl.save(out)`` writes: the map, its extra maps, the RoI and the sidecar."""
+    from ..core.results import split_suffix
+
+    stem, suffix = split_suffix(out)
+    keys = [f"_{k}" for k in expl.maps] + (["_roi"] if expl.roi is not None else [])
+    return [out, *(stem.with_name(stem.name + k + suffix) for k in keys), stem.with_name(stem.name + ".json")]
+
+
+def save_result(expl: Any, out: Path, args: argparse.Namespace, **kw: Any) -> list[Path]:
+    """``expl.save`` after checking no file would be replaced; a failed write names its cause in one sentence."""
+    from ..core.input_checks import write_error
+
+    check_new(output_targets(out, expl), args)
+    try:
+        return expl.save(out, **kw)
+    except UserError as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise write_error(out, exc.__cause__) from exc.__cause__
+        raise
 
 
 def load(args: argparse.Namespace):

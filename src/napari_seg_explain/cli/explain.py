@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import batch_size, check_output, load, run_with_bar, summary
+from .common import batch_size, check_output, load, run_with_bar, save_result, summary
 
 if TYPE_CHECKING:
     from ..core.explainers.base import ExplainerSpec
@@ -36,6 +36,7 @@ def add_common_inputs(p: argparse.ArgumentParser, *, output_help: str) -> None:
                    help="axial slice (index along the last axis) of a volume, for a 2-D model")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("-o", "--output", required=True, help=output_help)
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
 
 
 def add_folder_options(p: argparse.ArgumentParser) -> None:
@@ -145,7 +146,7 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     expl.run["inputs"] = rerun_inputs(args)  # what ``seg-explain rerun`` needs to recompute this result
     z = job.geometry.get("slice_index")
     extra = {"across_models": spec.aggregate(expls)} if others else {}
-    files = write_json(out, spec, expl, **extra) if as_json else expl.save(out, like=image, slice_index=z)
+    files = write_json(out, spec, expl, **extra) if as_json else save_result(expl, out, args, like=image, slice_index=z)
     return summary(args.command if args.command != "explain" else spec.name, files, expl)
 
 
@@ -194,6 +195,10 @@ def check_json_output(path: str, args: argparse.Namespace) -> Path:
         raise UserError(f"output folder {out.parent} does not exist; create it first")
     if out.resolve() in input_files(args):
         raise UserError(f"-o {out} would overwrite an input; choose another output name")
+    from .common import check_new, check_writable
+
+    check_new([out], args)
+    check_writable(out.parent)
     return out
 
 
@@ -208,8 +213,17 @@ def write_json(out: Path, spec: "ExplainerSpec", expl: Any, **extra: Any) -> lis
 
     record = ({k: expl.stats[k] for k in spec.json_keys if k in expl.stats} | extra
               | {"explanation": expl.metadata()})
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_jsonable(record), fh, indent=2)
-    os.replace(tmp, out)
+    from ..core.input_checks import write_error
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_jsonable(record), fh, indent=2)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
     return [out]

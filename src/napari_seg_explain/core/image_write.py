@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .input_checks import write_error
 from .images import _LPS_RAS, _WRITE_EXTS, Image
 
 def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_index: int | None = None) -> Path:
@@ -76,8 +77,10 @@ def write_map(path: str | os.PathLike, array: np.ndarray, like: Image, *, slice_
     except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (OSError, RuntimeError)):
-            raise UserError(f"could not write {p}: {exc}") from exc
+        if isinstance(exc, OSError):
+            raise write_error(p, exc) from exc
+        if isinstance(exc, RuntimeError):
+            raise UserError(f"could not write {p}: {exc}; check the output folder and try again") from exc
         raise
     return p
 

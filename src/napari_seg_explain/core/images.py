@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageReadError, UserError
+from .input_checks import check_fits_in_memory, one_line
 
 __all__ = ["Image", "read_image", "write_map", "spatial_geometry", "SUPPORTED_FORMATS", "DISPLAY_ORIENTATION"]
 
@@ -161,7 +162,7 @@ def _read_file(path: str | os.PathLike) -> Image:
     """The file as stored (voxel order of the file)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise ImageReadError(f"image not found: {p}. Check the path; supported formats: {SUPPORTED_FORMATS}.")
+        raise ImageReadError(f"image not found: {p}; check the path (supported formats: {SUPPORTED_FORMATS})")
     name = p.name.lower()
     try:
         if p.is_dir():
@@ -173,15 +174,19 @@ def _read_file(path: str | os.PathLike) -> Image:
         if p.suffix.lower() in _ITK_FORMATS:
             import SimpleITK as sitk
 
-            return _from_itk(sitk.ReadImage(str(p)), str(p), _ITK_FORMATS[p.suffix.lower()])
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(p))
+            reader.ReadImageInformation()  # the header alone: refuse what would not fit before reading the pixels
+            check_fits_in_memory(p, reader.GetSize(), 4 * reader.GetNumberOfComponents())
+            return _from_itk(reader.Execute(), str(p), _ITK_FORMATS[p.suffix.lower()])
     except ImageReadError:
         raise
     except Exception as exc:  # library errors: turn into one actionable message
         raise ImageReadError(
-            f"could not read {p}: {type(exc).__name__}: {exc}. The file may be damaged, truncated "
-            f"or not what its extension says; re-export it as one of: {SUPPORTED_FORMATS}."
+            f"could not read {p} ({one_line(exc)}): the file may be damaged, truncated "
+            f"or not what its extension says; re-export it as one of {SUPPORTED_FORMATS}"
         ) from exc
-    raise ImageReadError(f"unknown image type '{p.name}'. Supported formats: {SUPPORTED_FORMATS}.")
+    raise ImageReadError(f"unknown image type '{p.name}': save it as one of {SUPPORTED_FORMATS}")
 
 
 def _float32_or_int(arr: np.ndarray) -> np.ndarray:
@@ -198,6 +203,7 @@ def _read_nifti(p: Path) -> Image:
     import nibabel as nib
 
     img = nib.load(str(p))
+    check_fits_in_memory(p, img.shape, img.get_data_dtype().itemsize)
     proxy = img.dataobj
     scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0
     if np.issubdtype(img.get_data_dtype(), np.integer) and not scaled:
@@ -207,7 +213,8 @@ def _read_nifti(p: Path) -> Image:
     while arr.ndim > 4 and arr.shape[3] == 1:  # e.g. (X, Y, Z, 1, C) vector images
         arr = arr[:, :, :, 0]
     if arr.ndim not in (2, 3, 4):
-        raise ImageReadError(f"{p.name} has {arr.ndim} dimensions {arr.shape}; expected a 2-D, 3-D or 4-D NIfTI")
+        raise ImageReadError(f"{p.name} has {arr.ndim} dimensions {arr.shape}; save one 2-D, 3-D or 4-D "
+                             "(channels last) image per file")
     data = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]
     nsp = data.ndim - 1
     all_zooms = tuple(float(z) for z in img.header.get_zooms())
@@ -234,7 +241,7 @@ def _read_npy(p: Path) -> Image:
         data = arr
     else:
         raise ImageReadError(f"{p.name} holds an array of shape {arr.shape}; expected (H, W), (C, H, W), "
-                             f"(I, J, K) or (C, I, J, K)")
+                             f"(I, J, K) or (C, I, J, K): save one image per file")
     return Image(_float32_or_int(data), (1.0,) * (data.ndim - 1), np.eye(4), str(p), format="npy")
 
 
@@ -243,8 +250,8 @@ def _read_dicom_dir(p: Path) -> Image:
 
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))
     if not series:
-        raise ImageReadError(f"the folder {p} holds no DICOM series. Point to a folder of DICOM slices, "
-                             f"or to an image file ({SUPPORTED_FORMATS}).")
+        raise ImageReadError(f"the folder {p} holds no DICOM series; point to a folder of DICOM slices, "
+                             f"or to an image file ({SUPPORTED_FORMATS})")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), series[0]))
     return _from_itk(reader.Execute(), str(p), "dicom")
@@ -256,7 +263,7 @@ def _from_itk(img, source: str, fmt: str) -> Image:
 
     dim, ncomp = img.GetDimension(), img.GetNumberOfComponentsPerPixel()
     if dim not in (2, 3):
-        raise ImageReadError(f"{Path(source).name} is a {dim}-D image; only 2-D and 3-D images are supported")
+        raise ImageReadError(f"{Path(source).name} is a {dim}-D image; save one 2-D or 3-D image per file")
     arr = sitk.GetArrayFromImage(img)  # (y, x[, c]) or (z, y, x[, c])
     if ncomp == 1:
         arr = arr[..., None]

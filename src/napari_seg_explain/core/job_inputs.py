@@ -55,7 +55,8 @@ def array_from_file(path: str, z: int | None, shape: tuple[int, ...], what: str)
     arr = img.slice2d(z)[0] if (z is not None and img.spatial_ndim == 3) else (
         img.slice2d()[0] if img.spatial_ndim == 2 else img.data[0])
     if arr.shape != tuple(shape):
-        raise UserError(f"{what} {path} has shape {arr.shape} but the explained image is {tuple(shape)}")
+        raise UserError(f"{what} {path} has shape {arr.shape} but the explained image is {tuple(shape)}; give a "
+                        "file on the image's grid")
     return arr
 
 
@@ -123,6 +124,7 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     """The ExplainJob for ``method`` on ``image`` as the command line describes it."""
     from .explainers import registry
     from .images import spatial_geometry
+    from .input_checks import check_pixels
 
     from .models.space import PreprocessingModel
 
@@ -135,6 +137,7 @@ def job_from_files(model: "SegmentationModel", image: "Image", method: str, *, c
     spec = registry.get(method)
     z = explained_slice(image, model, slice_index)
     arr = explained_array(image, z)
+    check_pixels(arr, "the explained image" if z is None else f"slice {z} of the image")
     shape = tuple(arr.shape[1:])
     cls = model.card.class_index(target)
     roi = resolve_roi(shape, roi_box, roi_mask, z, required=spec.uses("roi") and not roi_point)

@@ -84,7 +84,7 @@ class ModelCard:
 
 def _require(cond: bool, path: Path, msg: str) -> None:
     if not cond:
-        raise ModelLoadError(f"model card {path}: {msg}")
+        raise ModelLoadError(f"model card {path}: {msg}; correct it in the card")
 
 
 def load_card(path: str | Path) -> ModelCard:
@@ -95,7 +95,11 @@ def load_card(path: str | Path) -> ModelCard:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ModelLoadError(f"cannot read model card {path}: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        why = (f"{getattr(exc, 'problem', None) or 'not valid YAML'} at line {mark.line + 1}" if mark is not None
+               else getattr(exc, "strerror", None) or str(exc).splitlines()[0])
+        raise ModelLoadError(f"cannot read model card {path} ({why}): fix it (YAML 'key: value' lines, see the "
+                             "sample model's card) or remove it") from exc
     _require(isinstance(raw, dict), path, "must be a YAML mapping of keys to values")
     try:
         return _card_from_dict(raw, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError
+from ..input_checks import one_line
 from ..modelcard import ModelCard, find_card, load_card
 from .devices import sha256_file
 
@@ -102,7 +103,8 @@ def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read weights from {path.name}: {exc}") from exc
+            raise ModelLoadError(f"cannot read weights from {path.name} ({one_line(exc)}): the file is damaged or not what "
+                                  "its extension says; download or save it again") from exc
         net = _build_architecture(card, path)
         try:
             result = net.load_state_dict(state, strict=False)
@@ -148,7 +150,7 @@ def load_model(path: str | Path, card: str | Path | ModelCard | None = None, dev
         weights = path.parent / (c.weights or path.with_suffix(".safetensors").name)
         return load_model(weights, c, device)
     if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist")
+        raise ModelLoadError(f"model file {path} does not exist; check the path")
     if card is None:
         found = find_card(path)
         card = load_card(found) if found else ModelCard(name=path.stem)

@@ -158,7 +158,7 @@ def _stack(model: "SegmentationModel", arrays: Sequence[np.ndarray], source: str
     keep = [a for a in arrays if fits(a)]
     if not keep:
         raise UserError(f"the perturbation pool ({source}) holds no image of at least {block} pixels per axis "
-                        f"({len(small)} smaller ones were refused)")
+                        f"({len(small)} smaller ones were refused); use larger images or a smaller block (--patch)")
     c, nd = keep[0].shape[0], keep[0].ndim - 1
     for a in keep:
         if a.shape[0] != c:
@@ -227,7 +227,7 @@ def _pool_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            raise UserError(f"pool path {p} does not exist")
+            raise UserError(f"pool path {p} does not exist; check the path")
     return files
 
 
@@ -259,5 +259,6 @@ def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLik
             arrays += [img.slice2d(z) for z in range(img.n_slices)]
     if not arrays:
         raise UserError(f"no usable pool image in {', '.join(map(str, paths))} "
-                        f"(supported: {', '.join(POOL_IMAGE_SUFFIXES)})")
+                        f"(supported: {', '.join(POOL_IMAGE_SUFFIXES)}); add images to it, or leave --pool out to use other slices "
+                        "of the volume")
     return _stack(model, arrays, f"{len(arrays)} images from {', '.join(map(str, paths))}", block)
