@@ -4,11 +4,13 @@ and every result records the SHA-256 of its model and input files."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,85 @@ def test_pickled_bundle_weights_never_run(tmp_path, capsys, marker):
         load_model(root, device="cpu")
     vol = SAMPLE_DIR / "mni152_t1_3mm.nii.gz"
     code, _, err = run(capsys, "--quiet", "segment", vol, "--model", root, "--device", "cpu", "-o", tmp_path / "m.npy")
+    assert code == 2 and err.startswith("error:"), err
+    assert not marker.exists()
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _rewrite_zip(src: Path, dst: Path, edit) -> None:
+    """Copy the zip ``src`` to ``dst``, each member's bytes through ``edit(name, data)``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, edit(name, zin.read(name)))
+
+
+def _evil_pt2(tmp_path: Path, marker: Path, where: str) -> Path:
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(_Net(), (torch.zeros(1, 1, 16, 16),)), str(good))
+    buf = io.BytesIO()
+    torch.save({"x": Payload(marker)}, buf)
+
+    def edit(name: str, data: bytes) -> bytes:
+        if where == "sample_inputs" and "/sample_inputs/" in name:
+            return buf.getvalue()
+        if where == "weights" and name.endswith("_weights_config.json"):
+            cfg = json.loads(data)
+            for meta in cfg["config"].values():
+                meta["use_pickle"] = True
+            return json.dumps(cfg).encode()
+        if where == "weights" and "/weights/weight_" in name:
+            return buf.getvalue()
+        return data
+
+    evil = tmp_path / f"evil_{where}.pt2"
+    if where == "legacy":  # torch 2.7's format: the state dict as torch.save bytes named .json
+        with zipfile.ZipFile(evil, "w") as zf:
+            zf.writestr("version", "8.0")
+            zf.writestr("serialized_exported_program.json", b"{}")
+            zf.writestr("serialized_state_dict.json", buf.getvalue())
+        return evil
+    _rewrite_zip(good, evil, edit)
+    return evil
+
+
+def test_torch_export_load_alone_would_run_a_payload(tmp_path, marker):
+    """Control: torch.export.load unpickles an archive's sample inputs with code allowed (hence check_pt2)."""
+    evil = _evil_pt2(tmp_path, marker, "sample_inputs")
+    try:
+        torch.export.load(str(evil))
+    except Exception:  # noqa: BLE001 - it may fail after unpickling
+        pass
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("where", ["sample_inputs", "weights", "legacy"])
+def test_pickled_pt2_never_runs(tmp_path, capsys, marker, where):
+    evil = _evil_pt2(tmp_path, marker, where)
+    with pytest.raises(UserError, match="refusing it"):
+        load_model(evil, device="cpu")
+    code, _, err = run(capsys, "--quiet", "segment", PNG, "--model", evil, "--device", "cpu", "-o", tmp_path / "m.npy")
+    assert code == 2 and err.startswith("error:") and "refusing it" in err, err
+    assert not marker.exists()
+    assert load_model(tmp_path / "good.pt2", device="cpu").format == "torch.export"  # a plain archive loads
+
+
+def test_pickled_torchscript_never_runs(tmp_path, capsys, marker):
+    good = tmp_path / "good.pt"
+    torch.jit.save(torch.jit.script(_Net()), str(good))
+    evil = tmp_path / "evil_ts.pt"
+    _rewrite_zip(good, evil, lambda name, data: pickle.dumps({"x": Payload(marker)}, protocol=2)
+                 if name.endswith(("constants.pkl", "data.pkl")) else data)
+    with pytest.raises(UserError, match="TorchScript"):
+        load_model(evil, device="cpu")
+    code, _, err = run(capsys, "--quiet", "segment", PNG, "--model", evil, "--device", "cpu", "-o", tmp_path / "m.npy")
     assert code == 2 and err.startswith("error:"), err
     assert not marker.exists()
 

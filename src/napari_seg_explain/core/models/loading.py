@@ -88,6 +88,9 @@ def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"onnxruntime cannot load {path.name}: {exc}") from exc
     if suffix == ".pt2":
+        from .pt2_check import check_pt2
+
+        check_pt2(path)  # torch.export.load unpickles some members without weights_only
         try:
             return torch.export.load(str(path)).module(), "torch.export"
         except Exception as exc:  # noqa: BLE001
