@@ -339,6 +339,14 @@ def _output_cases(t: Path) -> dict[str, Case]:
     (t / "out" / "old_map.json").write_text("{}")
     c["output-sidecar-exists"] = Case(["pdcr", str(PNG), "--model", str(MODEL), *BOX, *FAST, "-o",
                                        "{t}/out/old_map.nii.gz"], None, "--overwrite", [t / "out" / "old_map.json"])
+    (t / "out" / "old.json").write_text("{}")
+    c["output-json-exists"] = Case(["pdcr", str(PNG), "--model", str(MODEL), *BOX, *FAST, "-o", "{t}/out/old.json"],
+                                   None, "--overwrite", [t / "out" / "old.json"])
+    (t / "out" / "old.csv").write_text("source,key\n")
+    c["output-exists-reliability"] = Case(["reliability", "predict", str(t / "out" / "old.json"), "--model-json",
+                                           str(t / "out" / "old.json"), "-o", "{t}/out/old.csv"], None, "--overwrite",
+                                          [t / "out" / "old.csv"])
+    c["output-exists-demo"] = Case(["demo", "--n", "1", "-o", "{t}/out"], None, "--overwrite", [t / "out"])
     return c
 
 
@@ -358,7 +366,8 @@ NAMES = {
                       "roi-prediction-and-label-empty", "pool-empty-folder", "pool-smaller-than-block",
                       "pool-missing"],
     _output_cases: ["output-folder-missing", "output-folder-unwritable", "output-format-unknown", "disk-full-segment",
-                    "disk-full-explain", "output-exists-segment", "output-sidecar-exists"],
+                    "disk-full-explain", "output-exists-segment", "output-sidecar-exists", "output-json-exists",
+                    "output-exists-reliability", "output-exists-demo"],
 }
 CASES = [(b, n) for b in BUILDERS for n in NAMES[b]]
 

@@ -109,6 +109,27 @@ def check_new(paths: "list[Path]", args: argparse.Namespace) -> None:
             raise UserError(f"{p} already exists; give --overwrite to replace it, or choose another output name")
 
 
+def atomic_write(path: Path, write: Any) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``; no partial file on failure."""
+    import os
+    import tempfile
+
+    from ..core.input_checks import write_error
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def output_targets(out: Path, expl: Any) -> list[Path]:
     """Every file ``expl.save(out)`` writes: the map, its extra maps, the RoI and the sidecar."""
     from ..core.results import split_suffix

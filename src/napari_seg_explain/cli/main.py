@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=flags,
                           help="segment a sample slice, explain a RoI with PdCR and MiSuRe, write a figure")
     demo.add_argument("-o", "--output", default="seg-explain-demo", help="output folder")
+    demo.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo in the folder")
     demo.add_argument("--n", type=int, default=50, help="PdCR draws N (paper: 50)")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--3d", dest="three_d", action="store_true",
@@ -137,7 +138,11 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from .demo import run_demo, run_demo_3d
 
     run = run_demo_3d if args.three_d else run_demo
-    return run(Path(args.output), n=args.n, device=args.device, progress=not args.quiet)
+    out = Path(args.output)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"the folder {out} already holds files; give --overwrite to replace the demo's outputs, or "
+                        "choose another folder")
+    return run(out, n=args.n, device=args.device, progress=not args.quiet)
 
 
 def cmd_napari(args: argparse.Namespace) -> dict[str, Any]:

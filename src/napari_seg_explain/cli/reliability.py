@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from .common import atomic_write, check_new
 
 
 def add_reliability_parser(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
@@ -52,12 +53,14 @@ def add_reliability_parser(sub: Any, flags: list[argparse.ArgumentParser]) -> No
     fit.add_argument("--C", type=float, default=1.0, help="inverse L2 regularisation strength (default 1)")
     fit.add_argument("--plot", help="global-views PNG (default MODEL_global_views.png)")
     fit.add_argument("-o", "--output", required=True, help="the fitted model, JSON")
+    fit.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     fit.set_defaults(func=cmd_fit)
 
     pred = acts.add_parser("predict", parents=flags, help="probability that each segmentation is reliable")
     inputs(pred)
     pred.add_argument("--model-json", required=True, help="a model written by seg-explain reliability fit")
     pred.add_argument("-o", "--output", required=True, help="CSV: one row per result with probability_reliable")
+    pred.add_argument("--overwrite", action="store_true", help="replace the output file if it already exists")
     pred.set_defaults(func=cmd_predict)
 
 
@@ -126,11 +129,14 @@ def _write_rows(path: Path, rows: list[dict[str, Any]], extra: list[str]) -> Non
 
     cols = ["source", "key", "status", "method", "row", "name", "image", "model", "dilations", "dice_explained",
             "perturbation_ratio", "object_pixels", *[f for f in FEATURES if f.startswith("log10")], *extra]
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r | dict(zip(FEATURES, feature_row(r))))
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r | dict(zip(FEATURES, feature_row(r))))
+
+    atomic_write(path, write)
 
 
 def _stem(path: Path) -> Path:
@@ -143,20 +149,23 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     from ..core import reliability as rel
 
     out = Path(args.output)
+    table = Path(f"{_stem(out)}_rows.csv")
+    plot = Path(args.plot) if args.plot else Path(f"{_stem(out)}_global_views.png")
+    check_new([out, table, plot], args)
     rows = read_results(args, need_dice=True)
     X = rel.feature_matrix(rows)
     y = rel.reliable_labels([r["label_dice"] for r in rows], args.threshold)
     model = rel.fit(X, y, threshold=args.threshold, folds=args.folds, seed=args.seed, C=args.C)
     _, oof = rel.cross_validated_auc(X, y, args.folds, args.seed, args.C, return_predictions=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rel.save_model(model, out)
-    table = Path(f"{_stem(out)}_rows.csv")
+    atomic_write(out, lambda tmp: rel.save_model(model, tmp))
     for r, lab, p in zip(rows, y, oof):
         r |= {"reliable": int(lab), "probability_reliable_oof": round(float(p), 6)}
     _write_rows(table, rows, ["label_dice", "reliable", "probability_reliable_oof"])
-    plot = Path(args.plot) if args.plot else Path(f"{_stem(out)}_global_views.png")
-    rel.plot_global_views(X, y, plot, threshold=args.threshold,
-                          title=f"MiSuRe global views: {len(y)} segmentations, CV ROC AUC {model.cv_auc:.3f}")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(plot, lambda tmp: rel.plot_global_views(
+        X, y, tmp, threshold=args.threshold,
+        title=f"MiSuRe global views: {len(y)} segmentations, CV ROC AUC {model.cv_auc:.3f}"))
     if not args.quiet:
         print(f"cross-validated ROC AUC ({args.folds}-fold, stratified, seed {args.seed}): {model.cv_auc:.3f} "
               f"on {len(y)} rows ({int(y.sum())} reliable, Dice > {args.threshold:g})", file=sys.stderr)
@@ -169,6 +178,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from ..core import reliability as rel
 
+    check_new([Path(args.output)], args)
     model = rel.load_model(args.model_json)
     rows = read_results(args, need_dice=False)
     proba = rel.predict(model, rows)
