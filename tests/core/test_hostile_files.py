@@ -221,6 +221,8 @@ def test_every_load_in_the_package_refuses_pickles():
         for call in _calls(text, "torch.load"):
             assert "weights_only=True" in call or "weights_only=False" in call and f.name == "nnunet.py", f"{f}: {call}"
         assert "pickle.load" not in text and "import pickle" not in text, f
+        if "torch.export.load(" in text:  # it unpickles parts of the archive: checked first
+            assert "check_pt2(" in text, f
 
 
 # --- results folders and sidecars that point outside themselves ------------------------------------------
