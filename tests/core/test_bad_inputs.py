@@ -215,6 +215,9 @@ def _image_cases(t: Path) -> dict[str, Case]:
     raw[108:112] = img_hdr.header.binaryblock[108:112]  # vox_offset
     big.write_bytes(bytes(raw))
     img("too-large-for-memory", big, "GiB")
+    (t / "big.nrrd").write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 4096 4096 4096\nendian: little\n"
+                                 b"encoding: raw\n\n" + bytes(64))
+    img("too-large-nrrd", t / "big.nrrd", "GiB")
     return c
 
 
@@ -356,7 +359,8 @@ NAMES = {
                    "nifti-corrupt-header", "png-zero-byte", "png-truncated", "png-corrupt", "dicom-zero-byte",
                    "dicom-truncated", "dicom-folder-without-series", "nrrd-zero-byte", "nrrd-truncated",
                    "nrrd-corrupt-header", "wrong-extension-png-as-nifti", "wrong-extension-nifti-as-png",
-                   "unknown-extension", "missing-file", "5d-npy", "5d-nifti", "too-large-for-memory"],
+                   "unknown-extension", "missing-file", "5d-npy", "5d-nifti", "too-large-for-memory",
+                   "too-large-nrrd"],
     _value_cases: ["nan-voxels", "inf-voxels", "constant-image", "model-channels-mismatch"],
     _model_cases: ["model-output-shape", "model-raises", "model-returns-nan", "model-wrong-dtype",
                    "model-out-of-memory", "model-missing", "model-zero-byte", "model-corrupt-weights",

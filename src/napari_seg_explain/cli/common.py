@@ -110,7 +110,7 @@ def check_new(paths: "list[Path]", args: argparse.Namespace) -> None:
 
 
 def atomic_write(path: Path, write: Any) -> Path:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``; no partial file on failure."""
+    """``write(tmp)`` to a temporary file beside ``path``, renamed over ``path``: no partial file on failure."""
     import os
     import tempfile
 

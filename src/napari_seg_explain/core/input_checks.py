@@ -9,11 +9,14 @@ import errno
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import ImageReadError, IncompatibleInputError, UserError
+
+if TYPE_CHECKING:
+    import torch
 
 #: share of the available memory one image may take once read (float32 copies and the model's batches need the rest)
 MEMORY_SHARE = 0.5
@@ -78,3 +81,22 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
     text = re.sub(r"^(s?itk::)?(ITK )?ERROR:\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?", "", text, flags=re.IGNORECASE)
     text = text.rstrip(".:; ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An error that says the device ran out of memory (TorchScript and ONNX raise plain errors with these words)."""
+    text = str(exc).lower()
+    return "out of memory" in text or "failed to allocate memory" in text
+
+
+def check_scores(name: str, scores: "torch.Tensor", shape: tuple[int, ...], finite: bool = True) -> None:
+    """A model's output must be real-valued scores (not labels) and, with ``finite``, hold no NaN or infinity."""
+    import torch
+
+    if not scores.is_floating_point():
+        raise IncompatibleInputError(
+            f"model {name!r} returned {str(scores.dtype).replace('torch.', '')} values, not scores; export the model "
+            "so that it returns logits or probabilities (float), not labels")
+    if finite and not bool(torch.isfinite(scores).all()):
+        raise IncompatibleInputError(f"model {name!r} returned NaN or infinite values for an input of shape {shape}; "
+                                     "check the model's weights and the card's normalization")

@@ -106,8 +106,8 @@ def _load_network(path: Path, card: ModelCard) -> tuple[Any, str]:
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read weights from {path.name} ({one_line(exc)}): the file is damaged or not what "
-                                  "its extension says; download or save it again") from exc
+            raise ModelLoadError(f"cannot read weights from {path.name} ({one_line(exc)}): the file is damaged or not "
+                                 "what its extension says; download or save it again") from exc
         net = _build_architecture(card, path)
         try:
             result = net.load_state_dict(state, strict=False)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import IncompatibleInputError, OutOfMemory, UserError
+from ..input_checks import check_scores, is_out_of_memory, one_line
 from ..modelcard import ModelCard
 from .devices import resolve_device, sha256_module
 from .speed import SpeedOptions
@@ -31,17 +32,9 @@ _COUNT_LOCK = threading.Lock()
 
 
 def _incompatible(name: str, xf: "torch.Tensor", count: int | None, exc: BaseException) -> IncompatibleInputError:
-    from ..input_checks import one_line
-
     return IncompatibleInputError(
         f"model {name!r} failed on an input of shape {_shown(xf, count)} ({one_line(exc)}): check that the image's "
         "channels and size fit the model (model card 'in_channels', 'input_size', 'fit')")
-
-
-def _oom(exc: BaseException) -> bool:
-    """TorchScript and ONNX models report running out of memory as a plain error with these words."""
-    text = str(exc).lower()
-    return "out of memory" in text or "failed to allocate memory" in text
 
 
 def _shown(t: "torch.Tensor", count: int | None) -> tuple[int, ...]:
@@ -220,36 +213,25 @@ class SegmentationModel(SpeedOptions):
             except torch.OutOfMemoryError as exc:
                 raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {x.shape[0]} images: lower "
                                   "the batch size or use a smaller input") from exc
-            except RuntimeError as exc:
-                if _oom(exc):
+            except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
+                if is_out_of_memory(exc):  # TorchScript and ONNX models report it as a plain error
                     raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {count or x.shape[0]} "
                                       "images: lower the batch size or use a smaller input") from exc
-                if "32-bit index" not in str(exc) or xf.shape[0] == 1:
+                if not isinstance(exc, RuntimeError) or "32-bit index" not in str(exc) or xf.shape[0] == 1:
                     raise _incompatible(self.name, xf, count, exc) from exc
                 # a CUDA kernel's tensors hold over 2^31 elements at this batch size: as out of memory, the
                 # engine halves the batch (the engine's CUDA start, 256, meets it with a 31 M U-Net at 256x256)
                 raise OutOfMemory(f"a batch of {count or x.shape[0]} images is too large for the {self.device}'s kernels "
                                   f"(over 2^31 elements in one tensor): lower the batch size") from exc
-            except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
-                if _oom(exc):
-                    raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {count or x.shape[0]} "
-                                      "images: lower the batch size or use a smaller input") from exc
-                raise _incompatible(self.name, xf, count, exc) from exc
         with _COUNT_LOCK:  # the engine's CPU workers call this side by side
             self.forward_passes += x.shape[0] if count is None else count
         if logits.ndim != xf.ndim or logits.shape[2:] != xf.shape[2:]:
             raise IncompatibleInputError(
                 f"model {self.name!r} returned shape {_shown(logits, count)} for input {_shown(xf, count)}; "
                 "export a model that returns (B, K, *spatial) scores with the input's spatial size")
-        if not logits.is_floating_point():
-            raise IncompatibleInputError(
-                f"model {self.name!r} returned {str(logits.dtype).replace('torch.', '')} values, not scores; export "
-                "the model so that it returns logits or probabilities (float), not labels")
+        check_scores(self.name, logits, _shown(xf, count), finite=False)
         probs = self.activate(undo(logits.float()))
-        if not bool(torch.isfinite(probs).all()):
-            raise IncompatibleInputError(
-                f"model {self.name!r} returned NaN or infinite values for an input of shape {_shown(xf, count)}; "
-                "check the model's weights and the card's normalization")
+        check_scores(self.name, probs, _shown(xf, count))
         return probs
 
     def predict_batches(self, images: "np.ndarray | torch.Tensor", *, batch_size: int = 0, amp: bool | None = None,

@@ -259,6 +259,6 @@ def pool_from_paths(model: "SegmentationModel", paths: Sequence[str | os.PathLik
             arrays += [img.slice2d(z) for z in range(img.n_slices)]
     if not arrays:
         raise UserError(f"no usable pool image in {', '.join(map(str, paths))} "
-                        f"(supported: {', '.join(POOL_IMAGE_SUFFIXES)}); add images to it, or leave --pool out to use other slices "
-                        "of the volume")
+                        f"(supported: {', '.join(POOL_IMAGE_SUFFIXES)}); add images to it, or leave --pool out to "
+                        "use other slices of the volume")
     return _stack(model, arrays, f"{len(arrays)} images from {', '.join(map(str, paths))}", block)
