@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import QScrollArea, QShortcut, QVBoxLayout, QWidget
 
@@ -71,6 +71,7 @@ class SegExplainWidget(QWidget):
         self._estimate_timer.setSingleShot(True)
         self._estimate_timer.setInterval(150)
         self._estimate_timer.timeout.connect(self.update_estimate)
+        self._window: QWidget | None = None  # the top-level window watched for Close while a job runs
         self._build_ui()
         self.tasks = Tasks(self)
         self.method_compare = MethodCompare(self)
@@ -158,6 +159,8 @@ class SegExplainWidget(QWidget):
 
     def update_state(self) -> None:
         busy, job = self.busy, self.runner.job
+        if self.runner.worker is not None:
+            self._watch_window()
         ready = not busy and self.loaded is not None and self.image_layer() is not None
         if self.runner.worker is None:
             self.streamer.stop()
@@ -167,6 +170,46 @@ class SegExplainWidget(QWidget):
         self.shortcut_cancel.setEnabled(busy)
         self.open_button.setEnabled(not busy)
         self.save_button.setEnabled(not busy and (len(self.runs) > 0 or bool(self.controller.segmentation_layers())))
+
+    # ------------------------------------------------------------------------------- closing
+    def shutdown(self) -> None:
+        """The dock is closed or taken out of the viewer, or the viewer closes: the running job stops at its next
+        step, its stream layer is removed and nothing more of it reaches the viewer (runs already shown stay)."""
+        self.runner.shutdown()
+        self.streamer.discard(keep=False)
+        self._estimate_timer.stop()
+        self.shortcut_cancel.setEnabled(False)
+        if self._window is not None:  # no reference to a closed viewer's window
+            self._window.removeEventFilter(self)
+            self._window = None
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self.shutdown()
+        super().closeEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        """Taken out of the viewer (napari's remove_dock_widget, the dock's close button): :meth:`shutdown`."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None and self.runner.busy:
+                self.shutdown()
+            elif self.parent() is not None:
+                self.runner.closed = False
+        return super().event(event)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if obj is self._window and event.type() == QEvent.Type.Close:
+            self.shutdown()
+        return False
+
+    def _watch_window(self) -> None:
+        """While a job runs, the viewer's window is watched: closing it shuts the dock down first."""
+        top = self.window()
+        if top is self or top is self._window:
+            return
+        if self._window is not None:
+            self._window.removeEventFilter(self)
+        self._window = top
+        top.installEventFilter(self)
 
     def runs_changed(self, *_: Any) -> None:
         self.results_view.refresh()

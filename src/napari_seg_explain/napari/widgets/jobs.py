@@ -8,7 +8,7 @@ next ``yield``) and return their result; they can also be drained synchronously 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -165,10 +165,13 @@ def segment_job(model: "SegmentationModel", data: Any, slice_index: int | None,
 # ------------------------------------------------------------------------------------- explaining
 @dataclass
 class RunProgress:
-    """A progress event of run ``index`` of a list of jobs (its partial map, if any, is that run's)."""
+    """A progress event of run ``index`` of a list of jobs (its partial map, if any, is that run's); ``stream``:
+    with the run's first partial map, the empty layer it streams into, made here (a volume-shaped array takes
+    up to seconds to fill, which must not happen in the GUI thread)."""
 
     index: int
     progress: Progress
+    stream: Any = None
 
 
 @dataclass
@@ -180,7 +183,8 @@ class RunDone:
     layers: list[Any]
 
 
-def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", Any, str]]
+def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", Any, str]],
+                     stream_layers: list[Callable[[], Any] | None] | None = None
                      ) -> Generator[RunProgress | RunDone, None, list["Explanation"]]:
     """Run ``(job, geometry, label)`` triples one after the other on one model.
 
@@ -188,6 +192,7 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
     every event says which run it belongs to, so that a partial map streams into that run's layer, and each
     run's layers (volume-shaped arrays of a large scan take a while to fill) are built here and handed over as
     soon as the run ends. Closing this generator (Cancel) closes the running job's generator.
+    ``stream_layers[k]``: makes run ``k``'s empty stream layer (called here, with its first partial map).
     """
     from ...core.engine import with_batch_time_limit
     from .. import layers as L
@@ -197,11 +202,15 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
     for k, (job, geom, label) in enumerate(runs):
         tag = f"{job.spec.title} {job.roi_name} ({k + 1}/{n}): " if n > 1 else ""
         gen = with_batch_time_limit(job.run(model), BATCH_SECONDS)
+        make = stream_layers[k] if stream_layers is not None and k < len(stream_layers) else None
         try:
             while True:
                 ev = next(gen)
-                yield RunProgress(k, Progress(ev.done, ev.total, tag + ev.stage, ev.message,
-                                              partial_to_full(job, ev.partial)))
+                partial = partial_to_full(job, ev.partial)
+                stream = make() if make is not None and partial is not None else None
+                if stream is not None:
+                    make = None
+                yield RunProgress(k, Progress(ev.done, ev.total, tag + ev.stage, ev.message, partial), stream)
         except StopIteration as stop:
             expl = stop.value
         finally:

@@ -136,6 +136,7 @@ class Runner:
         self.timings = timings
         self._on_state = on_state
         self._gc_frozen = False
+        self.closed = False  # the dock was closed: nothing more reaches it (see shutdown)
         self._steps: list[Callable[[], Any]] = []
         self._step_timer = QTimer(parent)
         self._step_timer.setSingleShot(True)
@@ -203,7 +204,19 @@ class Runner:
             gc.unfreeze()
             self._gc_frozen = False
         self.worker, self.job = None, None
-        self._on_state()
+        if not self.closed:
+            self._on_state()
+
+    def shutdown(self) -> None:
+        """The dock is closed or removed, or its viewer closes: nothing more of the running job reaches the
+        viewer or the dock (whose widgets may be deleted by then), a segmentation or explanation stops at its
+        next step (a model load ends in the background), queued GUI steps are dropped."""
+        self.closed = True
+        self._steps.clear()
+        self._step_timer.stop()
+        if self.worker is not None:
+            self.cancelled = True
+            self.worker.quit()
 
     def cancel(self) -> bool:
         """Stop the running segmentation/explanation at its next step; False when there is none."""

@@ -42,6 +42,12 @@ class StreamTarget:
     run_id: str
     existing: "Layer | None" = None
 
+    def layer_data(self) -> "L.LayerDataTuple":
+        """The empty layer the map streams into (NaN everywhere; volume-shaped for a slice of a volume). Qt-free:
+        the worker makes it (:func:`~.jobs.explain_runs_job`), as filling a large volume takes seconds."""
+        return L.stream_layer_data(self.layer, np.full(self.geom.result_shape, np.nan, np.float32), self.geom,
+                                   self.name + L.STREAM_SUFFIX, self.method, self.run_id)
+
 
 class Streamer:
     """The stream layer of the running job list (one run at a time)."""
@@ -54,6 +60,7 @@ class Streamer:
         self.layer: Layer | None = None
         self._backup: dict[str, Any] | None = None
         self._pending: np.ndarray | None = None
+        self._prepared: dict[int, Any] = {}
         self._queue_steps = queue_steps
         self._colorbar_on = colorbar_on
         self.timings = timings
@@ -66,6 +73,12 @@ class Streamer:
         """A new job list: ``targets[k]`` for run ``k`` (None: that run does not stream)."""
         self.stop()
         self.targets, self.index, self.layer, self._backup, self._pending = list(targets), -1, None, None, None
+        self._prepared = {}
+
+    def prepare(self, index: int, layer_data: Any) -> None:
+        """Run ``index``'s empty stream layer, made in the worker (:meth:`StreamTarget.layer_data`)."""
+        if 0 <= index < len(self.targets) and self.targets[index] is not None:
+            self._prepared[index] = layer_data
 
     def stop(self) -> None:
         self._timer.stop()
@@ -75,7 +88,9 @@ class Streamer:
         if not 0 <= index < len(self.targets) or self.targets[index] is None:
             return
         if index != self.index:
+            t0 = time.perf_counter()
             self._begin(index, partial)
+            self.timings["stream_begin_s"] = time.perf_counter() - t0
         self._pending = partial
         if not self._timer.isActive():
             self._timer.start()
@@ -110,9 +125,8 @@ class Streamer:
         self.index, self._backup, self._pending = index, None, None
         target = self.targets[index]
         assert target is not None
-        fresh = L.stream_layer_data(target.layer, np.full(target.geom.result_shape, np.nan, np.float32),
-                                    target.geom, target.name + L.STREAM_SUFFIX, target.method, target.run_id)
-        data, kwargs, _ = fresh
+        fresh = self._prepared.pop(index, None)
+        data, kwargs, _ = fresh if fresh is not None else target.layer_data()
         old = target.existing
         if (old is not None and old in self.viewer.layers and L.layer_kind(old) == "image" and not old.rgb
                 and tuple(old.data.shape) == tuple(target.geom.shape)):
@@ -159,7 +173,7 @@ class Streamer:
         layer, self.layer = self.layer, None
         backup, self._backup = self._backup, None
         target = self.targets[self.index] if 0 <= self.index < len(self.targets) else None
-        self._pending, self.index = None, -1
+        self._pending, self.index, self._prepared = None, -1, {}
         if layer is None or target is None or layer not in self.viewer.layers:
             return None
         name = target.name + L.PARTIAL_SUFFIX

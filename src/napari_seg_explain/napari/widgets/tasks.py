@@ -271,7 +271,8 @@ class Tasks:
         what = plans[0].desc if len(plans) == 1 else f"{len(plans)} RoIs"
         self.dock.explain_section.show_progress(0, 1, f"{plans[0].spec.title}: starting on {what}…")
         worker = self.runner.start("explain", jobs.explain_runs_job, self.controller.model,
-                                   [(p.job, p.geom, p.label) for p in plans], on_yield=self._on_event,
+                                   [(p.job, p.geom, p.label) for p in plans],
+                                   [t.layer_data if t is not None else None for t in targets], on_yield=self._on_event,
                                    on_return=lambda _expls: None, on_error=self._on_error)
         self.clock = RunClock(self.runner.t_start, bounds, spi)
         return worker
@@ -291,6 +292,8 @@ class Tasks:
         if isinstance(ev, jobs.RunDone):
             self._on_done(ev)
         else:
+            if ev.stream is not None:
+                self.streamer.prepare(ev.index, ev.stream)
             self._on_progress(ev.index, ev.progress)
 
     def _on_progress(self, index: int, ev: "Progress") -> None:
