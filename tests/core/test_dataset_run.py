@@ -120,3 +120,21 @@ def test_compare_writes_metrics_table_and_plots(tmp_path) -> None:
     assert "| pdcr |" in table and "| occlusion |" in table and "attribution score" in table
     for name in ("curves.png", "shares.png", "maps_row1_mni152_wm_unet.png"):
         assert (out / name).stat().st_size > 5000
+
+
+def test_a_dataset_run_result_reruns_identically_from_its_sidecar(tmp_path, capsys) -> None:
+    """A task's sidecar records its inputs (and their SHA-256) as the CLI does, so `seg-explain rerun` recomputes
+    it; the batch worker's fixed thread count and batch size give the same map as the rerun's automatic ones
+    (every CPU image goes through the same single-threaded kernels)."""
+    m = manifest(tmp_path, rows=ROWS[:1])
+    out = tmp_path / "run"
+    assert batch(m, out) == 0
+    sidecar, = [p for p in (out / "results").glob("*.json") if not p.name.endswith(".record.json")]
+    meta = json.loads(sidecar.read_text())
+    assert meta["run"]["inputs"]["model"] == str(Path(sample_path(SAMPLE_CARD)).resolve())
+    hashes = meta["provenance"]["inputs_sha256"]
+    assert hashes["image"] and hashes["label"], hashes
+    capsys.readouterr()
+    code = main(["--quiet", "rerun", str(sidecar), "-o", str(tmp_path / "again.nii.gz"), "--device", "cpu"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["identical"] is True and res["max_abs_diff"] == 0.0, res

@@ -55,6 +55,10 @@ def finished(out_dir: str | Path, task: Task) -> dict[str, Any] | None:
     return rec if rec.get("status") == "ok" else None
 
 
+def _abs(path: Any) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
@@ -87,6 +91,13 @@ def run_task(task: Task, out_dir: str, device: str = "auto", threads: int = 1) -
                              pool=list(row.pool) or None, target=row.target, image_path=row.image, roi_name=row.title)
         passes0 = model.forward_passes
         expl = drive(job.run(model))
+        # what `seg-explain rerun` reads (the CLI's form), hashed into the sidecar on save
+        expl.run["inputs"] = {"image": _abs(row.image), "contrasts": [], "model": _abs(task.model), "card": None,
+                              "slice_index": row.slice_index, "roi_box": list(row.roi_box) if row.roi_box else None,
+                              "roi_mask": _abs(row.roi_mask), "roi_point": None, "target": row.target,
+                              "label": _abs(row.label), "pool": [_abs(p) for p in row.pool] or None,
+                              "pool_exclude": 5, **{k: task.model_options.get(k) for k in
+                                                    ("folds", "checkpoint", "mirroring", "ensemble")}}
         files = expl.save(folder / f"{task.key}.nii.gz", like=image, slice_index=job.geometry.get("slice_index"))
         from .evaluation import summary_metrics
 
