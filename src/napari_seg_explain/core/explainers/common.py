@@ -33,7 +33,9 @@ def check_image(model: "SegmentationModel", image: np.ndarray, dims: tuple[int, 
                                      f"{' or '.join(f'{d}-D' for d in dims)} models")
     model.check_channels(arr.shape[0])
     if not np.isfinite(arr).all():
-        raise IncompatibleInputError("the image contains NaN or infinite values")
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise IncompatibleInputError(f"the image contains {bad} NaN or infinite value(s); replace them (e.g. with 0 or "
+                                     "the background value) and try again")
     return np.array(arr, dtype=np.float32, copy=True)
 
 
