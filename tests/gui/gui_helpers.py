@@ -81,3 +81,19 @@ def configure_pdcr(widget, n=4, screen=1, batch=0, patch=8, pool=SELF_POOL) -> N
     widget.param("screen").setValue(screen)
     widget.param("batch_size").setValue(batch)
     widget.pool_combo.setCurrentText(pool)
+
+
+class FailAfter(known_models.CueModel):
+    """CueModel (15 ms per forward call) whose forward call number ``fail_at`` (counted in ``calls``) and every
+    later one raise: a run that breaks mid-way. A real model; set ``calls = 0`` when the run starts."""
+
+    def __init__(self, fail_at: int = 10**9, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fail_at, self.calls = fail_at, 0
+
+    def forward(self, x):  # noqa: D102
+        self.calls += 1
+        time.sleep(0.015)
+        if self.calls >= self.fail_at:
+            raise RuntimeError("the model broke down (simulated failure)")
+        return super().forward(x)
