@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
+import threading
 import time
+import traceback
+from pathlib import Path
 
 import numpy as np
+from qtpy.QtCore import QTimer
 
 import known_models  # noqa: F401  (tests/ is on sys.path, see tests/conftest.py)
 
@@ -97,3 +103,85 @@ class FailAfter(known_models.CueModel):
         if self.calls >= self.fail_at:
             raise RuntimeError("the model broke down (simulated failure)")
         return super().forward(x)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (VmRSS), MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def layer_digest(layer) -> str:
+    """A hash of a layer's data (every shape's vertices and type for a Shapes layer)."""
+    h = hashlib.sha256()
+    if type(layer).__name__ == "Shapes":
+        for verts, kind in zip(layer.data, layer.shape_type):
+            h.update(np.ascontiguousarray(verts).tobytes())
+            h.update(kind.encode())
+    else:
+        h.update(np.ascontiguousarray(layer.data).tobytes())
+        h.update(str(layer.data.dtype).encode())
+    return h.hexdigest()
+
+
+def layer_digests(viewer) -> dict[str, str]:
+    """``{layer name: layer_digest}`` of every layer of ``viewer``."""
+    return {lay.name: layer_digest(lay) for lay in viewer.layers}
+
+
+def _where(frame) -> str:
+    """The innermost frames of a thread's stack, and its innermost frame of the package."""
+    stack = traceback.extract_stack(frame) if frame is not None else []
+    ours = [f for f in stack if "napari_seg_explain" in f.filename]
+    key = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-4:]))
+    return key + (f" (from {Path(ours[-1].filename).name}:{ours[-1].lineno} {ours[-1].name})" if ours else "")
+
+
+class TickGaps:
+    """The longest gap between ticks of a 10 ms QTimer on the GUI thread (a blocked GUI thread shows as a gap).
+
+    A watchdog thread notes where the GUI thread was (its innermost frames of the package) whenever no tick came
+    for :attr:`report_s`: :attr:`where` says what blocked it."""
+
+    report_s = 0.1
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.gaps: list[float] = []
+        self.where: dict[str, int] = {}
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self._gui = threading.get_ident()
+        self._stop = threading.Event()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self.last)
+        self.last = now
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            if time.perf_counter() - self.last > self.report_s:
+                frames = sys._current_frames()
+                key = _where(frames.get(self._gui))
+                if "qtbot.py" in key:  # in Qt's event loop: another thread holds the interpreter
+                    key += " | other threads: " + "; ".join(
+                        _where(f) for t, f in frames.items() if t not in (self._gui, threading.get_ident()))
+                self.where[key] = self.where.get(key, 0) + 1
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+        self.gaps.clear()
+        self._stop = threading.Event()
+        self.timer.start()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        self._stop.set()
+        self._tick()
+        return max(self.gaps)

@@ -10,46 +10,16 @@ Run: ``OMP_WAIT_POLICY=PASSIVE python -m pytest -q -p no:cacheprovider tests/gui
 from __future__ import annotations
 
 import gc
-import hashlib
 import random
-import sys
-import threading
 import time
-import traceback
-from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import SELF_POOL, add_rect, configure_pdcr, sample_scan_layer_data, wait_idle
-from qtpy.QtCore import QTimer
+from gui_helpers import (SELF_POOL, TickGaps, add_rect, configure_pdcr, layer_digest, layer_digests, rss_mb,
+                         sample_scan_layer_data, wait_idle)
 
 Z = 62  # a held-out slice of the sample model
 ROI = (40, 40, 72, 72)  # a 32x32 box on the white-matter border of slice Z
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _digest(layer) -> str:
-    """A hash of a layer's data (every shape's vertices and type for a Shapes layer)."""
-    h = hashlib.sha256()
-    if type(layer).__name__ == "Shapes":
-        for verts, kind in zip(layer.data, layer.shape_type):
-            h.update(np.ascontiguousarray(verts).tobytes())
-            h.update(kind.encode())
-    else:
-        h.update(np.ascontiguousarray(layer.data).tobytes())
-        h.update(str(layer.data.dtype).encode())
-    return h.hexdigest()
-
-
-def _digests(viewer) -> dict[str, str]:
-    return {lay.name: _digest(lay) for lay in viewer.layers}
 
 
 def _sample_setup(qtbot, make_napari_viewer, roi: bool = True):
@@ -92,11 +62,13 @@ def test_cancel_at_20_random_moments_then_a_normal_run(qtbot, make_napari_viewer
     layer is left, result layers are exactly those of the runs that had ended before the cancel, and the input
     layers are byte-identical; then a normal run adds its layers."""
     viewer, widget, _ = _sample_setup(qtbot, make_napari_viewer)
-    before = _digests(viewer)
-    t0 = time.perf_counter()
-    assert widget.run() is not None
-    wait_idle(qtbot, widget, 60000)
-    run_s = time.perf_counter() - t0
+    before = layer_digests(viewer)
+    run_s = float("inf")
+    for _ in range(2):  # the second run is timed (the first one also chooses the batch size)
+        t0 = time.perf_counter()
+        assert widget.run() is not None
+        wait_idle(qtbot, widget, 60000)
+        run_s = min(run_s, time.perf_counter() - t0)
     assert len(widget.runs) == 1
     widget.runs_section.select([r.run_id for r in widget.runs])
     widget.runs_section.delete_button.click()
@@ -108,7 +80,7 @@ def test_cancel_at_20_random_moments_then_a_normal_run(qtbot, make_napari_viewer
         worker = widget.run()
         assert worker is not None, f"cancel {i}: Run refused"
         done = _finished_flag(worker)
-        qtbot.wait(int(rng.uniform(0.0, 0.9) * run_s * 1000))
+        qtbot.wait(int(rng.uniform(0.0, 0.8) * run_s * 1000))
         was_running = widget.runner.worker is worker
         widget.cancel()
         wait_idle(qtbot, widget, 30000)
@@ -119,7 +91,7 @@ def test_cancel_at_20_random_moments_then_a_normal_run(qtbot, make_napari_viewer
         assert not [n for n in names if n.endswith((" (running)", " (partial)"))], names
         shown = {lay.name for r in widget.runs for lay in r.layers.values()}
         assert set(names) == shown, (names, shown)
-        assert {n: d for n, d in _digests(viewer).items() if n in before} == before, f"cancel {i}: inputs changed"
+        assert {n: d for n, d in layer_digests(viewer).items() if n in before} == before, f"cancel {i}: inputs changed"
         if len(widget.runs):  # the run had ended before the cancel: it stays, remove it for the next round
             widget.runs_section.select([r.run_id for r in widget.runs])
             widget.runs_section.delete_button.click()
@@ -133,7 +105,7 @@ def test_cancel_at_20_random_moments_then_a_normal_run(qtbot, make_napari_viewer
     run, = widget.runs
     assert {"map", "roi"} <= set(run.layers) and all(lay in viewer.layers for lay in run.layers.values())
     assert sorted(_result_layers(viewer)) == sorted(lay.name for lay in run.layers.values()), _result_layers(viewer)
-    assert {n: d for n, d in _digests(viewer).items() if n in before} == before
+    assert {n: d for n, d in layer_digests(viewer).items() if n in before} == before
 
 
 # ------------------------------------------------------------------------------------- b. soak
@@ -148,7 +120,7 @@ def test_soak_20_runs_resident_memory(qtbot, make_napari_viewer, record_property
         if i in (2, 20):
             qtbot.wait(50)
             gc.collect()
-            rss[i] = _rss_mb()
+            rss[i] = rss_mb()
     growth = rss[20] - rss[2]
     print(f"\nsoak: RSS after run 2 {rss[2]:.1f} MB, after run 20 {rss[20]:.1f} MB, growth {growth:.1f} MB")
     record_property("rss_growth_mb", round(growth, 1))
@@ -160,61 +132,6 @@ def test_soak_20_runs_resident_memory(qtbot, make_napari_viewer, record_property
 #: the bound asserted for the longest GUI-thread gap; the figure measured on a quiet machine is far lower (see
 #: docs/reliability_gui.md), the bound leaves room for a loaded 2-core CI machine
 GAP_BOUND_S = 0.5
-
-
-def _where(frame) -> str:
-    """The innermost frames of a thread's stack, and its innermost frame of the package."""
-    stack = traceback.extract_stack(frame) if frame is not None else []
-    ours = [f for f in stack if "napari_seg_explain" in f.filename]
-    key = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-4:]))
-    return key + (f" (from {Path(ours[-1].filename).name}:{ours[-1].lineno} {ours[-1].name})" if ours else "")
-
-
-class TickGaps:
-    """The longest gap between ticks of a 10 ms QTimer on the GUI thread (a blocked GUI thread shows as a gap).
-
-    A watchdog thread notes where the GUI thread was (its innermost frames of the package) whenever no tick came
-    for :attr:`report_s`: :attr:`where` says what blocked it."""
-
-    report_s = 0.1
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.gaps: list[float] = []
-        self.where: dict[str, int] = {}
-        self.timer = QTimer()
-        self.timer.setInterval(10)
-        self.timer.timeout.connect(self._tick)
-        self._gui = threading.get_ident()
-        self._stop = threading.Event()
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.gaps.append(now - self.last)
-        self.last = now
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.05):
-            if time.perf_counter() - self.last > self.report_s:
-                frames = sys._current_frames()
-                key = _where(frames.get(self._gui))
-                if "qtbot.py" in key:  # in Qt's event loop: another thread holds the interpreter
-                    key += " | other threads: " + "; ".join(
-                        _where(f) for t, f in frames.items() if t not in (self._gui, threading.get_ident()))
-                self.where[key] = self.where.get(key, 0) + 1
-
-    def start(self) -> None:
-        self.last = time.perf_counter()
-        self.gaps.clear()
-        self._stop = threading.Event()
-        self.timer.start()
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def stop(self) -> float:
-        self.timer.stop()
-        self._stop.set()
-        self._tick()
-        return max(self.gaps)
 
 
 def test_gui_thread_never_blocks_on_a_300x512x512_volume(qtbot, make_napari_viewer, record_property):
@@ -239,7 +156,7 @@ def test_gui_thread_never_blocks_on_a_300x512x512_volume(qtbot, make_napari_view
     widget.sync.refresh()
     widget.roi_combo.setCurrentText("RoI")
     configure_pdcr(widget, n=1, screen=1, patch=16, pool=SELF_POOL)
-    digest = _digest(image)
+    digest = layer_digest(image)
     qtbot.wait(200)
 
     gaps = TickGaps()
@@ -278,7 +195,7 @@ def test_gui_thread_never_blocks_on_a_300x512x512_volume(qtbot, make_napari_view
     record_property("longest_gui_gap_ms", round(longest * 1000))
     assert len(widget.runs) == 1
     assert widget.latest().layers["map"].data.shape == (300, 512, 512)
-    assert _digest(image) == digest
+    assert layer_digest(image) == digest
     assert longest < GAP_BOUND_S and cancel_gap < GAP_BOUND_S
 
 
@@ -304,7 +221,7 @@ def test_a_run_that_fails_mid_way_leaves_nothing(qtbot, viewer_widget, notes):
     run, = widget.runs
     amap = run.layers["map"]
     map_before, names = amap.data.copy(), [lay.name for lay in viewer.layers]
-    before = _digests(viewer)
+    before = layer_digests(viewer)
     streamed: list[str] = []  # the layers the map streamed into before the failure
     viewer.layers.events.inserted.connect(lambda ev: streamed.append(ev.value.name))
     amap.events.name.connect(lambda ev: streamed.append(amap.name))
@@ -321,7 +238,7 @@ def test_a_run_that_fails_mid_way_leaves_nothing(qtbot, viewer_widget, notes):
         assert any(n.endswith(" (running)") for n in streamed), (what, streamed)
         del streamed[:]
         assert [lay.name for lay in viewer.layers] == names, what
-        assert _digests(viewer) == before and len(widget.runs) == 1
+        assert layer_digests(viewer) == before and len(widget.runs) == 1
         np.testing.assert_array_equal(amap.data, map_before)
     net.fail_at = 10**9
     assert widget.run() is not None
@@ -358,7 +275,7 @@ def test_closing_the_dock_mid_run_stops_the_worker(qtbot, make_napari_viewer, no
     """Removing the dock widget from the viewer while a run goes on (napari's remove_dock_widget, as the dock's
     close button does): the worker stops within 2 s, no error, no layer is added afterwards, inputs untouched."""
     viewer, widget, _ = _sample_setup(qtbot, make_napari_viewer)
-    before = _digests(viewer)
+    before = layer_digests(viewer)
     worker, done = _mid_run(qtbot, widget)
     t0 = time.perf_counter()
     viewer.window.remove_dock_widget(widget)
@@ -367,7 +284,7 @@ def test_closing_the_dock_mid_run_stops_the_worker(qtbot, make_napari_viewer, no
     record_property("dock_close_stop_s", round(stop_s, 2))
     assert stop_s < 2.0
     assert [lay.name for lay in viewer.layers] == list(before)  # the stream layer is gone too
-    assert _digests(viewer) == before and len(widget.runs) == 0
+    assert layer_digests(viewer) == before and len(widget.runs) == 0
     widget.deleteLater()
 
 
@@ -390,7 +307,7 @@ def test_closing_the_viewer_mid_run_stops_the_worker(qtbot, make_napari_viewer, 
 def _expect_one_error(qtbot, widget, viewer, notes, action, words: str) -> str:
     """``action()`` through the widget: exactly one error notification naming ``words``, no traceback, no
     layer added, removed or changed."""
-    before = _digests(viewer)
+    before = layer_digests(viewer)
     del notes[:]
     action()
     wait_idle(qtbot, widget, 30000)
@@ -399,7 +316,7 @@ def _expect_one_error(qtbot, widget, viewer, notes, action, words: str) -> str:
     assert len(errors) == 1, notes
     assert words.lower() in errors[0].lower(), errors[0]
     assert "Traceback" not in errors[0]
-    assert _digests(viewer) == before
+    assert layer_digests(viewer) == before
     return errors[0]
 
 
