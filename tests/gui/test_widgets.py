@@ -280,8 +280,10 @@ def test_cancel_stops_within_a_second_on_a_large_plane(qtbot, make_napari_viewer
         assert _names(viewer) == names and widget.progress_label.text() == "cancelled"
     assert not [m for sev, m in notes if "ERROR" in sev.upper()]
     assert widget._config().batch_size == 0, "the widget leaves the batch size to the engine (automatic)"
+    # 64 ms per 512x512 image: batches of about 0.25 s. On the CPU the engine times its sizes per worker, a
+    # batch each side by side, and caches a choice once timed: a cancel during the timing caches none
     chosen = widget.model.batch_sizes
-    assert chosen and max(chosen.values()) <= 4, chosen  # 64 ms per 512x512 image: batches of about 0.25 s
+    assert all(v <= 4 for v in chosen.values()), chosen
 
 
 def test_cancel_with_keep_partial_keeps_a_partial_layer(qtbot, viewer_widget, slow_model):
