@@ -68,7 +68,8 @@ def test_cli_json_form_and_clinician_agreement(tmp_path, capsys):
     scripted.save(str(tmp_path / "lin.pt"))
     (tmp_path / "lin.yaml").write_text("name: lin\nin_channels: 3\nclasses: [background, lesion]\n"
                                        "output_activation: none\n")
-    vol = np.ones((16, 16, 3), np.float32)  # a 2-D image with 3 contrasts (4-D NIfTI: last axis = contrast)
+    # a 2-D image with 3 contrasts (4-D NIfTI: last axis = contrast); not constant (refused: nothing to explain)
+    vol = np.repeat(np.linspace(0.9, 1.1, 16, dtype=np.float32)[:, None, None], 16, axis=1).repeat(3, axis=2)
     nib.save(nib.Nifti1Image(vol[:, :, None, :], np.eye(4)), tmp_path / "case.nii.gz")
     out = tmp_path / "shap.json"
     code = main(["--quiet", "shapley", str(tmp_path / "case.nii.gz"), "--model", str(tmp_path / "lin.pt"),
@@ -87,7 +88,8 @@ def test_across_models_mean_spread_and_rank_variance(tmp_path, capsys):
         torch.jit.script(SoftLinear(w)).save(str(tmp_path / f"{name}.pt"))
         (tmp_path / f"{name}.yaml").write_text("name: lin\nin_channels: 3\nclasses: [background, lesion]\n"
                                                "output_activation: none\n")
-    nib.save(nib.Nifti1Image(np.ones((16, 16, 1, 3), np.float32), np.eye(4)), tmp_path / "case.nii.gz")
+    vol = np.repeat(np.linspace(0.9, 1.1, 16, dtype=np.float32)[:, None, None], 16, axis=1).repeat(3, axis=2)
+    nib.save(nib.Nifti1Image(vol[:, :, None, :], np.eye(4)), tmp_path / "case.nii.gz")  # not constant
     out = tmp_path / "folds.json"
     code = main(["--quiet", "shapley", str(tmp_path / "case.nii.gz"), "--model", str(tmp_path / "fold0.pt"),
                  "--models", str(tmp_path / "fold1.pt"), "--slice", "0", "--metric", "soft-dice", "--device", "cpu",

@@ -170,7 +170,9 @@ class Explanation:
             for src, dst in staged.items():
                 os.replace(src, dst)
         except OSError as exc:
-            raise UserError(f"could not write the results to {path.parent}: {exc}") from exc
+            from .input_checks import write_error
+
+            raise write_error(path.parent, exc) from exc
         finally:
             for leftover in tmpdir.iterdir():
                 leftover.unlink()
