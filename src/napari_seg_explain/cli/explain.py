@@ -206,24 +206,11 @@ def write_json(out: Path, spec: "ExplainerSpec", expl: Any, **extra: Any) -> lis
     """The result as one JSON file: the spec's ``json_keys`` at the top level, ``extra`` (e.g. the summary across
     models), then the whole metadata; atomic."""
     import json
-    import os
-    import tempfile
 
     from ..core.results import _jsonable
+    from .common import atomic_write
 
     record = ({k: expl.stats[k] for k in spec.json_keys if k in expl.stats} | extra
               | {"explanation": expl.metadata()})
-    from ..core.input_checks import write_error
-
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(record), fh, indent=2)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise write_error(out, exc) from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(_jsonable(record), indent=2)))
     return [out]
