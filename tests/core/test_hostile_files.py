@@ -128,6 +128,17 @@ def _evil_pt2(tmp_path: Path, marker: Path, where: str) -> Path:
             return json.dumps(cfg).encode()
         if where == "weights" and "/weights/weight_" in name:
             return buf.getvalue()
+        if where == "weights_named_json" and name.endswith("_weights_config.json"):
+            cfg = json.loads(data)  # a pickled weight whose file is named like plain JSON
+            cfg["config"]["evil"] = {"path_name": "evil.json", "use_pickle": True}
+            return json.dumps(cfg).encode()
+        if where == "decoy_config" and name.endswith("_weights_config.json"):
+            cfg = json.loads(data)
+            for meta in cfg["config"].values():
+                meta["use_pickle"] = True
+            return json.dumps(cfg).encode()
+        if where == "decoy_config" and "/weights/weight_" in name:
+            return buf.getvalue()
         return data
 
     evil = tmp_path / f"evil_{where}.pt2"
@@ -138,6 +149,18 @@ def _evil_pt2(tmp_path: Path, marker: Path, where: str) -> Path:
             zf.writestr("serialized_state_dict.json", buf.getvalue())
         return evil
     _rewrite_zip(good, evil, edit)
+    extra = {"weights_named_json": {"evil.json": buf.getvalue()},
+             "decoy_config": {"decoy_config.json": None}}.get(where, {})
+    if extra:
+        with zipfile.ZipFile(evil) as zf:
+            folder = next(n for n in zf.namelist() if n.endswith("_weights_config.json")).rsplit("/", 1)[0]
+            weights = json.loads(zf.read(f"{folder}/model_weights_config.json"))["config"] \
+                if f"{folder}/model_weights_config.json" in zf.namelist() else {}
+        with zipfile.ZipFile(evil, "a") as zf:
+            for member, data in extra.items():
+                if data is None:  # a second config calling the same weights raw
+                    data = json.dumps({"config": {k: dict(v, use_pickle=False) for k, v in weights.items()}}).encode()
+                zf.writestr(f"{folder}/{member}", data)
     return evil
 
 
@@ -151,7 +174,7 @@ def test_torch_export_load_alone_would_run_a_payload(tmp_path, marker):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("where", ["sample_inputs", "weights", "legacy"])
+@pytest.mark.parametrize("where", ["sample_inputs", "weights", "legacy", "weights_named_json", "decoy_config"])
 def test_pickled_pt2_never_runs(tmp_path, capsys, marker, where):
     evil = _evil_pt2(tmp_path, marker, where)
     with pytest.raises(UserError, match="refusing it"):

@@ -17,7 +17,7 @@ from ..errors import ModelLoadError
 
 _OBJECT_PREFIXES = ("custom_obj_", "opaque_obj_")
 _LEGACY = ("serialized_state_dict.json", "serialized_constants.json", "serialized_example_inputs.json")
-_PLAIN = (".json", "/version", "/byteorder", "archive_format", "archive_version", "serialization_id")
+_PLAIN = ("version", "byteorder", "archive_format", "archive_version", "serialization_id")  # exact base names
 
 
 def _refuse(path: Path, member: str, why: str) -> ModelLoadError:
@@ -35,10 +35,13 @@ def check_pt2(path: Path) -> None:
         return  # not an archive: torch.export.load refuses it with its own message, unpickling nothing
     with zf:
         names = zf.namelist()
-        raw: set[str] = set()  # raw tensor bytes, read without unpickling
+        raw: set[str] = set()  # members a config lists as raw tensor bytes (read without unpickling)
+        pickled: set[str] = set()  # members any config marks use_pickle: always checked, whatever their name
+        configs: set[str] = set()
         for name in names:
             if not name.endswith("_config.json") or "/data/" not in f"/{name}":
                 continue
+            configs.add(name)
             try:
                 config = json.loads(zf.read(name)).get("config") or {}
             except (ValueError, AttributeError) as exc:
@@ -48,12 +51,16 @@ def check_pt2(path: Path) -> None:
                 member = str((meta or {}).get("path_name", ""))
                 if member.startswith(_OBJECT_PREFIXES):
                     raise _refuse(path, f"{folder}/{member}", "a Python object")
-                if not (meta or {}).get("use_pickle"):
-                    raw.add(f"{folder}/{member}")
+                if "/" in member or "\\" in member or ".." in member:
+                    raise _refuse(path, f"{folder}/{member}", "a weight path outside its folder")
+                (pickled if (meta or {}).get("use_pickle") else raw).add(f"{folder}/{member}")
+        raw -= pickled  # a member one config calls raw and another pickled is checked
         for name in names:  # everything else under data/ (sample inputs, pickled tensors) is unpickled
-            legacy = name.rsplit("/", 1)[-1] in _LEGACY  # the 2.7 format: torch.save bytes named .json
-            if not legacy and (name in raw or name.endswith("/") or name.endswith(_PLAIN)
-                               or "/data/" not in f"/{name}"):
+            base = name.rsplit("/", 1)[-1]
+            legacy = base in _LEGACY  # the 2.7 format: torch.save bytes named .json
+            if name not in pickled and not legacy and (
+                    name in raw or name in configs or name.endswith("/") or base in _PLAIN
+                    or "/data/" not in f"/{name}"):
                 continue
             if legacy and not zf.getinfo(name).file_size:
                 continue
