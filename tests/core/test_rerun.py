@@ -110,3 +110,15 @@ def test_older_misure_sidecar_reruns_from_what_it_holds(tmp_path, capsys, model)
     code, res, err = run(capsys, "--quiet", "rerun", tmp_path / "map.json", "--device", "cpu")
     assert code == 0, err
     assert res["notes"] and isinstance(res["identical"], bool)
+
+
+def test_rerun_output_needs_overwrite_to_replace_a_file(tmp_path, capsys, model):
+    out = tmp_path / "map.npy"
+    code, _, err = run(capsys, "--quiet", "pdcr", PNG, "--model", model, *EXPLAIN["pdcr"], "--device", "cpu", "-o", out)
+    assert code == 0, err
+    again = tmp_path / "again.npy"
+    for extra, want in (([], 0), ([], 2), (["--overwrite"], 0)):
+        code, _, err = run(capsys, "--quiet", "rerun", tmp_path / "map.json", "-o", again, "--device", "cpu", *extra)
+        assert code == want, err
+        if want == 2:
+            assert err.startswith("error:") and "--overwrite" in err

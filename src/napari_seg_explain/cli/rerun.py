@@ -38,6 +38,7 @@ def add_rerun_parser(sub: Any, flags: list[argparse.ArgumentParser]) -> None:
     p.add_argument("result", help="the result's JSON sidecar (or its map file: the sidecar beside it is read)")
     p.add_argument("-o", "--output", help="write the rerun's map (and sidecar) here (.nii.gz, .nii, .npy)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--overwrite", action="store_true", help="replace -o OUT (and its sidecar) if it exists")
     p.add_argument("--trust-model", action="store_true",
                    help="load an nnU-Net model folder the sidecar names (nnU-Net unpickles its checkpoints)")
     p.set_defaults(func=cmd_rerun)
@@ -145,7 +146,7 @@ def cmd_rerun(args: argparse.Namespace) -> dict[str, Any]:
     from ..core.explainers import registry
     from ..core.job_inputs import job_from_files
     from ..core.results import Explanation
-    from .common import check_output, load, run_with_bar
+    from .common import check_output, load, run_with_bar, save_result
 
     sidecar = _sidecar(args.result)
     try:
@@ -163,7 +164,7 @@ def cmd_rerun(args: argparse.Namespace) -> dict[str, Any]:
     values = {k: v for k, v in (meta.get("params") or {}).items() if k in names}
     config = spec.make_config(**values)
     ns = argparse.Namespace(image=inp["image"], contrasts=inp.get("contrasts") or None, model=inp["model"],
-                            card=inp.get("card"), device=args.device,
+                            card=inp.get("card"), device=args.device, overwrite=getattr(args, "overwrite", False),
                             **{k: inp.get(k) for k in ("folds", "checkpoint", "mirroring", "ensemble")})
     if args.output:
         ns.output, ns.roi_mask, ns.label, ns.pool = args.output, inp.get("roi_mask"), inp.get("label"), inp.get("pool")
@@ -185,7 +186,7 @@ def cmd_rerun(args: argparse.Namespace) -> dict[str, Any]:
     files = []
     if args.output:
         expl.run["inputs"] = meta["run"]["inputs"] if "inputs" in (meta.get("run") or {}) else inp
-        files = expl.save(out, like=image, slice_index=job.geometry.get("slice_index"))
+        files = save_result(expl, out, ns, like=image, slice_index=job.geometry.get("slice_index"))
     result = compare(recorded.map, expl.map)
     if result["identical"] and recorded.maps.keys() == expl.maps.keys():
         extra = {k: compare(recorded.maps[k], expl.maps[k])["identical"] for k in expl.maps}
