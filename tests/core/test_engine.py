@@ -73,7 +73,8 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_scores():
     out = _run(engine, model, x)
     ref = _run(Engine(SegmentationModel(Doubler(), device="cpu"), 1), SegmentationModel(Doubler(), device="cpu"), x)
     torch.testing.assert_close(out, ref)
-    assert engine.size == 2 and model.forward_passes == 20
+    per_worker = -(-engine.size // engine.workers)  # a fixed size is the images per step, shared by the workers
+    assert per_worker <= 3 < -(-2 * engine.size // engine.workers) and model.forward_passes == 20
 
 
 class Huge(Doubler):
@@ -138,7 +139,7 @@ def test_cpu_workers_run_groups_side_by_side_with_the_same_scores_counts_and_thr
         return p[:, 1].mean(dim=(1, 2))
 
     events = []
-    engine = Engine(model, 4)
+    engine = Engine(model, 12)  # a fixed size is the images per step: 3 workers x 4
     out = drive(engine.run(37, lambda a, b: model.normalize(xt[a:b]), score, total=37), events.append)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     assert model.forward_passes == 37 and engine.workers == 3 and engine.describe()["cpu_workers"] == 3
@@ -384,3 +385,22 @@ class warnings_allowed:
 
     def __exit__(self, *exc):
         return self._w.__exit__(*exc)
+
+
+class OneAtATime(Doubler):
+    """A network traced for one image: refuses any other batch."""
+
+    def forward(self, x):
+        if x.shape[0] != 1:
+            raise RuntimeError(f"expected a batch of 1, got {x.shape[0]}")
+        return super().forward(x)
+
+
+def test_a_model_that_takes_one_image_still_runs_a_lone_image():
+    """A lone image runs beside a copy of itself on the CPU (same kernels as a batch); a model that refuses two
+    gets it alone, through the engine and through predict."""
+    model = SegmentationModel(OneAtATime(), device="cpu")
+    x = _images(3)
+    out = _run(Engine(model, 1), model, x)
+    assert out.shape == (3,) and model.forward_passes == 3
+    assert model.predict(x[0]).shape == (2, 24, 24)

@@ -599,9 +599,9 @@ def test_forward_passes_counts_images():
     model.predict(_images(5), batch_size=2, progress=lambda done, total: seen.append((done, total)))
     assert model.forward_passes == 5 and seen == [(2, 5), (4, 5), (5, 5)]
     seen.clear()
-    model.set_speed(cpu_workers=2)  # two batches side by side per step; a lone image still counts once
+    model.set_speed(cpu_workers=2)  # the 2 images of a step side by side; a lone image still counts once
     model.predict(_images(5), batch_size=2, progress=lambda done, total: seen.append((done, total)))
-    assert model.forward_passes == 10 and seen == [(4, 5), (5, 5)]
+    assert model.forward_passes == 10 and seen == [(2, 5), (4, 5), (5, 5)]
     model.set_speed(cpu_workers=0)
     model.predict(_images(1)[0])
     assert model.forward_passes == 11

@@ -45,6 +45,9 @@ PARALLEL_CANDIDATES = (2, 4, 8)
 #: bit), and a lone image is run beside a copy of itself (1 image: other kernels again), so every image of a
 #: CPU run goes through the same kernels whatever the batch size: a seed gives the same map bit for bit
 MAX_WORKER_CALL = 8
+#: a lone image is run beside a copy only up to this many values (a 2-D slice, a 3-D patch up to 160^3): a
+#: whole-volume input is run alone rather than doubling its memory
+MAX_PADDED_VALUES = 1 << 22
 CUDA_START = 256
 _LIMIT = threading.local()
 T = TypeVar("T")
@@ -109,8 +112,8 @@ class Engine:
 
     def _next(self, remaining: int) -> int:
         if self._pending and self.timings and self.max_batch_seconds is not None:
-            if self._pending[0] * min(self.timings.values()) > self.max_batch_seconds:
-                self._pending.clear()  # the next candidate would take too long per batch
+            if self._pending[0] * self.workers * min(self.timings.values()) > self.max_batch_seconds:
+                self._pending.clear()  # the next candidate's group would take too long
                 self._choose()
         if self._pending:
             return max(1, min(remaining, self._pending[0]))
@@ -124,15 +127,16 @@ class Engine:
             return
         self._pending.pop(0)
         self.timings[size] = seconds / size
-        if self.max_batch_seconds is not None and seconds > self.max_batch_seconds:
+        if self.max_batch_seconds is not None and seconds * self.workers > self.max_batch_seconds:
             self._pending.clear()
         if not self._pending:
             self._choose()
 
     def _choose(self) -> None:
-        """Keep the fastest size per image among those whose batch stays under the time limit."""
+        """Keep the fastest size per image among those whose group (a batch per worker) stays under the time
+        limit (what a cancel waits for)."""
         ok = {s: t for s, t in self.timings.items()
-              if self.max_batch_seconds is None or s * t <= self.max_batch_seconds}
+              if self.max_batch_seconds is None or s * t * self.workers <= self.max_batch_seconds}
         ok = ok or {min(self.timings): self.timings[min(self.timings)]}
         self.size = min(ok, key=ok.get)
         self.model.batch_sizes[self._key] = self.size
@@ -171,7 +175,10 @@ class Engine:
                 pool = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="seg-explain-cpu"))
             while start < n:
                 size = self._next(n - start)
-                chunks = split(start, min(n - start, size * self.workers), self.workers, size)
+                if self.fixed:  # a fixed batch size is the images per step, shared by the workers
+                    chunks = split(start, size, self.workers, -(-size // self.workers))
+                else:
+                    chunks = split(start, min(n - start, size * self.workers), self.workers, size)
                 stop = chunks[-1][1]
                 t0 = time.perf_counter()
                 try:
@@ -205,15 +212,16 @@ class Engine:
         """Scores of each chunk on the CPU: built here (in order: draws stay reproducible), run on the workers."""
         import torch
 
-        cpu = self.model.device.type == "cpu"
+        pad = (self.model.device.type == "cpu" and not getattr(self.model, "is_onnx", False)
+               and not getattr(self.model, "per_sample", False))
         cap = MAX_WORKER_CALL if self.workers > 1 else max(b - a for a, b in chunks)
 
         def call(x: "torch.Tensor") -> "torch.Tensor":
-            if cpu and len(x) == 1:  # beside a copy of itself: the kernels of a batch (MAX_WORKER_CALL)
+            if pad and len(x) == 1 and x.numel() <= MAX_PADDED_VALUES:  # beside a copy: a batch's kernels
                 try:
                     return self.model.forward_normalized(torch.cat([x, x]), amp=self.amp, count=1)[:1]
-                except OutOfMemory:
-                    pass  # two do not fit where one may: alone
+                except Exception:  # noqa: BLE001 - a model that takes one image only (or two do not fit): alone
+                    pass
             return self.model.forward_normalized(x, amp=self.amp)
 
         def work(x: "torch.Tensor") -> "torch.Tensor":
