@@ -110,7 +110,8 @@ def test_end_to_end_batch_then_fit_and_predict(tmp_path):
     assert (tmp_path / "rel_global_views.png").stat().st_size > 1000
     # a results.csv with the Dice column already there
     assert main(["--quiet", "reliability", "fit", str(tmp_path / "rel_rows.csv"), "--dice-column", "label_dice",
-                 "--folds", "2", "-o", str(tmp_path / "rel2.json")]) == 0
+                 "--folds", "2", "--plot", str(tmp_path / "views"), "-o", str(tmp_path / "rel2.json")]) == 0
+    assert (tmp_path / "views.png").stat().st_size > 1000, "a plot name without a suffix gets .png, as matplotlib"
     assert json.loads((tmp_path / "rel2.json").read_text())["coefficients"] == d["coefficients"]
     pred = tmp_path / "pred.csv"
     assert main(["--quiet", "reliability", "predict", str(out / "results.csv"), "--model-json", str(model_json),

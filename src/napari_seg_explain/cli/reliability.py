@@ -151,21 +151,23 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output)
     table = Path(f"{_stem(out)}_rows.csv")
     plot = Path(args.plot) if args.plot else Path(f"{_stem(out)}_global_views.png")
+    if not plot.suffix:  # as matplotlib would name it (the temporary file's suffix must be an image format)
+        plot = plot.with_name(plot.name + ".png")
     check_new([out, table, plot], args)
     rows = read_results(args, need_dice=True)
     X = rel.feature_matrix(rows)
     y = rel.reliable_labels([r["label_dice"] for r in rows], args.threshold)
     model = rel.fit(X, y, threshold=args.threshold, folds=args.folds, seed=args.seed, C=args.C)
     _, oof = rel.cross_validated_auc(X, y, args.folds, args.seed, args.C, return_predictions=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)  # the plot first: the likeliest to fail, then the rest
+    atomic_write(plot, lambda tmp: rel.plot_global_views(
+        X, y, tmp, threshold=args.threshold,
+        title=f"MiSuRe global views: {len(y)} segmentations, CV ROC AUC {model.cv_auc:.3f}"))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: rel.save_model(model, tmp))
     for r, lab, p in zip(rows, y, oof):
         r |= {"reliable": int(lab), "probability_reliable_oof": round(float(p), 6)}
     _write_rows(table, rows, ["label_dice", "reliable", "probability_reliable_oof"])
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(plot, lambda tmp: rel.plot_global_views(
-        X, y, tmp, threshold=args.threshold,
-        title=f"MiSuRe global views: {len(y)} segmentations, CV ROC AUC {model.cv_auc:.3f}"))
     if not args.quiet:
         print(f"cross-validated ROC AUC ({args.folds}-fold, stratified, seed {args.seed}): {model.cv_auc:.3f} "
               f"on {len(y)} rows ({int(y.sum())} reliable, Dice > {args.threshold:g})", file=sys.stderr)
