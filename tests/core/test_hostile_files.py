@@ -273,13 +273,13 @@ def test_saved_result_loads(saved):
     assert back.roi.sum() == 4 and set(back.maps) == {"extra"}
 
 
-@pytest.mark.parametrize("bad", ["../outside.npy", "ABS", "sub/r_extra.npy"])
+@pytest.mark.parametrize("bad", ["../outside.npy", "ABS", "sub/r_extra.npy", "nul\x00.npy"])
 def test_sidecar_paths_outside_the_folder_are_refused(saved, bad):
     outside = saved.parent.parent / "outside.npy"
     np.save(outside, np.full((4, 4), 7, np.float32))
     bad = str(outside) if bad == "ABS" else bad
     _edit_files(saved.with_suffix(".json"), "extra", bad)
-    with pytest.raises(UserError, match="outside its folder"):
+    with pytest.raises(UserError, match="outside its folder|not a usable file name"):
         Explanation.load(saved)
 
 

@@ -20,8 +20,11 @@ def inside(folder: str | Path, name: Any, what: str) -> Path:
         raise UserError(f"{what} lists {name!r}, which is not a plain file name in {folder}: refusing a path that "
                         "points outside its folder; only open results you trust")
     path = folder / text
-    root = folder.resolve()
-    target = path.resolve()
+    try:
+        root, target = folder.resolve(), path.resolve()
+    except (OSError, ValueError) as exc:  # a NUL byte in the name, a link loop
+        raise UserError(f"{what} lists {name!r}, which is not a usable file name ({exc}): refusing it; only open "
+                        "results you trust") from exc
     if target.parent != root:
         raise UserError(f"{what} lists {text}, a link to {target} outside {folder}: refusing a file outside the "
                         "results folder; copy the real file into the folder instead")
