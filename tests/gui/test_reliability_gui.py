@@ -22,13 +22,13 @@ Z = 62  # a held-out slice of the sample model
 ROI = (40, 40, 72, 72)  # a 32x32 box on the white-matter border of slice Z
 
 
-def _sample_setup(qtbot, make_napari_viewer, roi: bool = True):
+def _sample_setup(qtbot, make_napari_viewer, roi: bool = True, show: bool = False):
     """The sample scan at slice Z with its model loaded, a 32x32 RoI, PdCR at its smallest (block 16, N=1)."""
     from napari.layers import Layer
 
     from napari_seg_explain.napari.widgets import SegExplainWidget
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=show)
     data, kwargs = sample_scan_layer_data()
     image = viewer.add_layer(Layer.create(data, kwargs, "image"))
     viewer.dims.set_current_step(0, Z)
@@ -301,6 +301,25 @@ def test_closing_the_viewer_mid_run_stops_the_worker(qtbot, make_napari_viewer, 
     record_property("viewer_close_stop_s", round(stop_s, 2))
     assert stop_s < 2.0
     assert [lay.name for lay in viewer.layers] == names
+
+
+def test_a_declined_viewer_close_leaves_the_dock_working(qtbot, make_napari_viewer, notes):
+    """The viewer's window gets a Close event while a run goes on, but stays open (the user answered Cancel to
+    napari's close dialog): the run stops, and the dock works again: the next run adds its layers."""
+    from qtpy.QtCore import QEvent
+
+    viewer, widget, _ = _sample_setup(qtbot, make_napari_viewer, show=True)  # a shown viewer, as a user's
+    worker, done = _mid_run(qtbot, widget)
+    window = widget._window
+    assert window is not None, "the dock watches the viewer's window while a job runs"
+    widget.eventFilter(window, QEvent(QEvent.Type.Close))  # what the filter sees before napari's closeEvent
+    _stopped(qtbot, worker, done, time.perf_counter(), notes)
+    qtbot.waitUntil(lambda: not widget.runner.closed, timeout=5000)
+    names = [lay.name for lay in viewer.layers]
+    configure_pdcr(widget, n=1, screen=1, patch=16, pool=SELF_POOL)
+    assert widget.run() is not None
+    wait_idle(qtbot, widget, 60000)
+    assert len(viewer.layers) > len(names), "the next run adds its layers"
 
 
 # ------------------------------------------------------------------------------------- e. bad input

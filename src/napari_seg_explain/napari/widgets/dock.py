@@ -13,6 +13,7 @@ Keyboard shortcuts (while the napari window has focus): **Ctrl+Return** runs the
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,8 +199,22 @@ class SegExplainWidget(QWidget):
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         if obj is self._window and event.type() == QEvent.Type.Close:
-            self.shutdown()
+            window = self._window
+            if window.isVisible():  # a shown viewer: the user may still decline napari's close dialog
+                dock, win = weakref.ref(self), weakref.ref(window)  # no reference keeps a closed viewer alive
+                QTimer.singleShot(0, lambda: (d := dock()) is not None and d._reopen_if_still_open(win()))
+            self.shutdown()  # now: once the close is accepted the dock's widgets go
         return False
+
+    def _reopen_if_still_open(self, window: Any) -> None:
+        """The user declined closing the viewer: the dock works again (the run that was going stays cancelled)."""
+        try:
+            if window is None or not window.isVisible():  # closed (hidden, or gone: RuntimeError)
+                return
+        except RuntimeError:
+            return
+        self.runner.reopen()
+        self._watch_window()
 
     def _watch_window(self) -> None:
         """While a job runs, the viewer's window is watched: closing it shuts the dock down first."""

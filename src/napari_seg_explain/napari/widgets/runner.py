@@ -218,6 +218,13 @@ class Runner:
             self.cancelled = True
             self.worker.quit()
 
+    def reopen(self) -> None:
+        """After a :meth:`shutdown` whose close was declined (the viewer stays open): the dock works again (the
+        job that was running stays cancelled)."""
+        self.closed = False
+        if self.worker is None:
+            self._on_state()
+
     def cancel(self) -> bool:
         """Stop the running segmentation/explanation at its next step; False when there is none."""
         if self.worker is None or self.job not in LONG_JOBS:
