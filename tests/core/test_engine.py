@@ -153,6 +153,11 @@ def test_cpu_workers_run_groups_side_by_side_with_the_same_scores_counts_and_thr
     gen.close()
     assert torch.get_num_threads() == threads_before
     assert not [t for t in threading.enumerate() if t.name.startswith("seg-explain-cpu")]
+    # one image in all (segmenting a slice or a whole volume): every core on it, no worker threads
+    seen_threads = []
+    drive(Engine(model, 0).run(1, lambda a, b: model.normalize(xt[a:b]),
+                               lambda p: seen_threads.append(torch.get_num_threads()) or p[:, 1].mean(dim=(1, 2))))
+    assert seen_threads == [threads_before]
 
 
 def test_cpu_workers_default_to_the_cores_and_stay_off_for_onnx_and_cuda_and_pinned_dataset_runs():

@@ -170,7 +170,7 @@ class Engine:
         start = 0
         with ExitStack() as stack:
             pool = None
-            if self.workers > 1:
+            if self.workers > 1 and n > 1:  # one image in all (a slice, a whole volume): every core on it
                 stack.enter_context(single_threaded_kernels())
                 pool = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="seg-explain-cpu"))
             while start < n:
