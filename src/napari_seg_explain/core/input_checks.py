@@ -9,11 +9,11 @@ import errno
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import ImageReadError, IncompatibleInputError, UserError
+from .errors import ImageReadError, IncompatibleInputError, OutOfMemory, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -100,3 +100,20 @@ def check_scores(name: str, scores: "torch.Tensor", shape: tuple[int, ...], fini
     if finite and not bool(torch.isfinite(scores).all()):
         raise IncompatibleInputError(f"model {name!r} returned NaN or infinite values for an input of shape {shape}; "
                                      "check the model's weights and the card's normalization")
+
+
+def model_error(name: str, device: Any, n: int, shape: tuple[int, ...], exc: BaseException) -> UserError:
+    """One sentence for a failed forward pass of ``n`` images: out of memory, or a batch too large for 32-bit
+    indexing (CUDA kernels refuse a tensor of over 2^31 elements: a 31 M U-Net at 256x256 in a batch of 256),
+    both :class:`OutOfMemory` so that the engine halves the batch; else the model does not fit the input."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) or is_out_of_memory(exc):
+        return OutOfMemory(f"the {device} ran out of memory on a batch of {n} images: lower the batch size or use "
+                           "a smaller input")
+    if isinstance(exc, RuntimeError) and "32-bit index" in str(exc) and n > 1:
+        return OutOfMemory(f"a batch of {n} images is too large for the {device}'s kernels (over 2^31 elements in "
+                           "one tensor): lower the batch size")
+    return IncompatibleInputError(
+        f"model {name!r} failed on an input of shape {shape} ({one_line(exc)}): check that the image's channels "
+        "and size fit the model (model card 'in_channels', 'input_size', 'fit')")

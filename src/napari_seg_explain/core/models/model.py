@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import IncompatibleInputError, OutOfMemory, UserError
-from ..input_checks import check_scores, is_out_of_memory, one_line
+from ..errors import IncompatibleInputError, UserError
+from ..input_checks import check_scores, model_error
 from ..modelcard import ModelCard
 from .devices import resolve_device, sha256_module
 from .speed import SpeedOptions
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 
 
 _COUNT_LOCK = threading.Lock()
-
-
-def _incompatible(name: str, xf: "torch.Tensor", count: int | None, exc: BaseException) -> IncompatibleInputError:
-    return IncompatibleInputError(
-        f"model {name!r} failed on an input of shape {_shown(xf, count)} ({one_line(exc)}): check that the image's "
-        "channels and size fit the model (model card 'in_channels', 'input_size', 'fit')")
 
 
 def _shown(t: "torch.Tensor", count: int | None) -> tuple[int, ...]:
@@ -210,19 +204,8 @@ class SegmentationModel(SpeedOptions):
         with torch.autocast("cuda", dtype=dtype, enabled=use_amp):
             try:
                 logits = self._run(xf)
-            except torch.OutOfMemoryError as exc:
-                raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {x.shape[0]} images: lower "
-                                  "the batch size or use a smaller input") from exc
-            except Exception as exc:  # noqa: BLE001 - the message names the likely mismatch
-                if is_out_of_memory(exc):  # TorchScript and ONNX models report it as a plain error
-                    raise OutOfMemory(f"the {self.device} ran out of memory on a batch of {count or x.shape[0]} "
-                                      "images: lower the batch size or use a smaller input") from exc
-                if not isinstance(exc, RuntimeError) or "32-bit index" not in str(exc) or xf.shape[0] == 1:
-                    raise _incompatible(self.name, xf, count, exc) from exc
-                # a CUDA kernel's tensors hold over 2^31 elements at this batch size: as out of memory, the
-                # engine halves the batch (the engine's CUDA start, 256, meets it with a 31 M U-Net at 256x256)
-                raise OutOfMemory(f"a batch of {count or x.shape[0]} images is too large for the {self.device}'s kernels "
-                                  f"(over 2^31 elements in one tensor): lower the batch size") from exc
+            except Exception as exc:  # noqa: BLE001 - one sentence naming the likely cause
+                raise model_error(self.name, self.device, count or x.shape[0], _shown(xf, count), exc) from exc
         with _COUNT_LOCK:  # the engine's CPU workers call this side by side
             self.forward_passes += x.shape[0] if count is None else count
         if logits.ndim != xf.ndim or logits.shape[2:] != xf.shape[2:]:
