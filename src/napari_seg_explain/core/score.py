@@ -65,18 +65,24 @@ class RoIScore:
         """Fix the references from the unperturbed probabilities ``(1, K, *S)``; returns M0 ``(R,)`` (points)."""
         import torch
 
-        from .models import class_probability
-
         dev = probs0.device
         union = np.logical_or.reduce(self.rois)
         self._idx = torch.as_tensor(np.flatnonzero(union), device=dev)
-        flat = [m.ravel()[union.ravel()] for m in self.rois]
-        self._member = torch.as_tensor(np.stack(flat), device=dev, dtype=torch.float32)  # (R, U)
-        p0 = self._class_probs(probs0, class_probability)[0]  # (R, U)
+        # each RoI's own pixels, as positions in the union (ascending: the order of a one-RoI run), padded to the
+        # largest RoI with a position past the union that reads 0; scoring runs on (B, R, largest RoI) only
+        own = [np.flatnonzero(m.ravel()[union.ravel()]) for m in self.rois]
+        n = max(len(o) for o in own)
+        pos = np.full((len(own), n), int(union.sum()), np.int64)
+        for i, o in enumerate(own):
+            pos[i, :len(o)] = o
+        self._pos = torch.as_tensor(pos, device=dev)
+        self._member = (self._pos < int(union.sum())).float()  # (R, n)
+        p0 = self._class_probs(probs0)[0]  # (R, n)
         refs = []
         for i, lab in enumerate(self.labels):
             if lab is not None:
-                ref = torch.as_tensor(np.asarray(lab).ravel()[union.ravel()] != 0, device=dev).float()
+                ext = np.append(np.asarray(lab).ravel()[union.ravel()] != 0, False)
+                ref = torch.as_tensor(ext[pos[i]], device=dev).float()
             else:
                 ref = (p0[i] > self.threshold).float()
             ref = ref * self._member[i]
@@ -91,21 +97,26 @@ class RoIScore:
         self._prepared = True
         return self(probs0)[0]
 
-    def _class_probs(self, probs: "torch.Tensor", class_probability) -> "torch.Tensor":
+    def _class_probs(self, probs: "torch.Tensor") -> "torch.Tensor":
+        """``(B, R, n)``: each RoI's class probability on its own pixels (0 past its end)."""
         import torch
 
-        once = {t: class_probability(probs, t).reshape(len(probs), -1)[:, self._idx] for t in set(self.targets)}
-        if len(once) == 1:  # every RoI on one class (the usual case): one gather, broadcast over the RoIs
-            return next(iter(once.values()))[:, None].expand(-1, len(self.targets), -1)
-        return torch.stack([once[t] for t in self.targets], dim=1)  # (B, R, U)
+        from .models import class_probability
+
+        b = len(probs)
+        once = {}
+        for t in set(self.targets):
+            flat = class_probability(probs, t).reshape(b, -1)[:, self._idx]
+            once[t] = torch.cat([flat, flat.new_zeros(b, 1)], dim=1)  # position U reads 0
+        if len(once) == 1:  # every RoI on one class (the usual case): one gather
+            return next(iter(once.values()))[:, self._pos]
+        return torch.stack([once[t][:, self._pos[i]] for i, t in enumerate(self.targets)], dim=1)
 
     def __call__(self, probs: "torch.Tensor") -> "torch.Tensor":
         """``(B, K, *S)`` probabilities -> ``(B, R)`` Dice points."""
-        from .models import class_probability
-
         if not self._prepared:
             raise RuntimeError("RoIScore.prepare() must be called with the unperturbed output first")
-        p = self._class_probs(probs, class_probability)
+        p = self._class_probs(probs)
         p = p.where(~self._hard[None, :, None], (p > self.threshold).float()) * self._member[None]
         return 100 * dice(p, self._ref[None])
 
