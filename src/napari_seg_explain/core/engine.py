@@ -45,6 +45,8 @@ PARALLEL_CANDIDATES = (2, 4, 8)
 #: bit), and a lone image is run beside a copy of itself (1 image: other kernels again), so every image of a
 #: CPU run goes through the same kernels whatever the batch size: a seed gives the same map bit for bit
 MAX_WORKER_CALL = 8
+#: each candidate batch size is timed on this many steps, the fastest kept
+SAMPLES_PER_SIZE = 2
 #: a lone image is run beside a copy only up to this many values (a 2-D slice, a 3-D patch up to 160^3): a
 #: whole-volume input is run alone rather than doubling its memory
 MAX_PADDED_VALUES = 1 << 22
@@ -90,12 +92,14 @@ class Engine:
         self.size: int | None = self.fixed
         self._pending: list[int] = []
         self._warm = False
+        self._samples: dict[int, list[float]] = {}
         self._shape: tuple[int, ...] | None = None
         self.workers = cpu_workers(model)
 
     # ---------------------------------------------------------------------------------- sizing
     def _start_sizing(self, shape: tuple[int, ...]) -> None:
         self._shape = shape
+        self._samples = {}
         if self.fixed:
             return
         cache = self.model.batch_sizes
@@ -125,8 +129,13 @@ class Engine:
         if not self._warm:  # first batch: one-off costs (allocations, kernels) are not the model's rate
             self._warm = True
             return
+        samples = self._samples.setdefault(size, [])
+        samples.append(seconds / size)
+        over = self.max_batch_seconds is not None and seconds * self.workers > self.max_batch_seconds
+        if len(samples) < SAMPLES_PER_SIZE and not over:
+            return  # a short group is timed twice: the faster counts (one timing of a few ms is noise)
         self._pending.pop(0)
-        self.timings[size] = seconds / size
+        self.timings[size] = min(samples)
         if self.max_batch_seconds is not None and seconds * self.workers > self.max_batch_seconds:
             self._pending.clear()
         if not self._pending:
