@@ -49,7 +49,7 @@ def _run(engine, model, x):
 
 def test_auto_batch_size_times_candidates_keeps_the_fastest_and_caches_it():
     model = SegmentationModel(Doubler(), device="cpu")
-    x = _images(200)
+    x = _images(400)  # enough for every candidate, each timed on two steps, with one worker or several
     engine = Engine(model, 0)
     auto = _run(engine, model, x)
     fixed = _run(Engine(model, 5), model, x)

@@ -66,16 +66,25 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run_task(task: Task, out_dir: str, device: str = "auto", threads: int = 1) -> dict[str, Any]:
-    """Run one task and write its files; never raises: a failure is a record with ``status: failed``."""
+    """Run one task and write its files; never raises: a failure is a record with ``status: failed``. Torch runs
+    on ``threads`` threads meanwhile (restored after: an in-process run leaves the caller's setting alone)."""
     import torch
 
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return _run_task(task, out_dir, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_task(task: Task, out_dir: str, device: str) -> dict[str, Any]:
     from .explainers import registry
     from .images import read_image
     from .job_inputs import job_from_files
     from .progress import drive
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     row = task.row
     rec: dict[str, Any] = {"key": task.key, "row": row.index, "name": row.title, "image": row.image,
