@@ -2,7 +2,9 @@
 
 Every job has a run id: a hash of what determines its result (method, parameters, image, RoI, class,
 label, pool, model), so a rerun with identical inputs gets the same id (and napari updates that run's
-layers in place) while a second RoI, class or parameter set becomes a run of its own.
+layers in place) while a second RoI, class or parameter set becomes a run of its own. PdCR jobs on the same
+image plane with the same pool and config share one :func:`~.explainers.pdcr.pdcr_multi` run (:func:`group_jobs`),
+each still with its own run id and result.
 """
 
 from __future__ import annotations
@@ -87,19 +89,27 @@ class ExplainJob:
 
     def run(self, model: "SegmentationModel") -> Generator[Progress, None, "Explanation"]:
         """Build the pool (if a recipe), run the method, stamp the run identity on the result."""
+        pool = yield from self.build_pool(model)
+        expl = yield from self.spec.run_generator(model, self.image, self.roi, self.target, config=self.config,
+                                                  pool=pool, label=self.label, geometry=self.geometry)
+        return self.finish(model, expl)
+
+    def build_pool(self, model: "SegmentationModel") -> Generator[Progress, None, Any]:
+        """The pool to run with: a recipe is built here (one Progress event first), anything else passes."""
         pool = self.pool
         if callable(pool) and self.spec.uses("pool"):
             yield Progress(0, 1, "preparing the perturbation pool")
             pool = pool(model, getattr(self.config, "patch", 8))
-        expl = yield from self.spec.run_generator(model, self.image, self.roi, self.target, config=self.config,
-                                                  pool=pool, label=self.label, geometry=self.geometry)
+        return pool
+
+    def finish(self, model: "SegmentationModel", expl: "Explanation") -> "Explanation":
+        """The method's result as this job's: whole display grid, the job's warnings and deviations, its run."""
         self._to_full(expl)
         expl.warnings = [*self.warnings, *expl.warnings]
         expl.deviations = [*self.deviations, *expl.deviations]
         expl.run = {"id": self.run_id(model), "method": self.method, "roi_name": self.roi_name,
                     "class_name": self.class_name or f"class {self.target}", "target": int(self.target)}
         return expl
-
 
     def _to_full(self, expl: "Explanation") -> None:
         """Results of a context box in the model's voxel order -> the whole volume in display order."""
@@ -129,23 +139,100 @@ class ExplainJob:
             expl.geometry["model_orientation"] = self.reorder.codes
 
 
-def run_jobs_generator(model: "SegmentationModel", jobs: Sequence[ExplainJob]
-                       ) -> Generator[Progress, None, list["Explanation"]]:
-    """Run ``jobs`` one after the other on one loaded model; progress stages name the job (``k/n``)."""
+#: the geometry keys that say which image plane a job explains (jobs sharing a run must agree on them)
+_PLANE_KEYS = ("source", "layer", "slice_index")
+
+
+def can_share(a: ExplainJob, b: ExplainJob) -> bool:
+    """Whether ``a`` and ``b`` can run as one PdCR run (:func:`run_group`): both PdCR with a RoI, the same image
+    (same plane of the same source), config, pool, context box and voxel order; targets and labels may differ."""
+    if a.method != "pdcr" or b.method != "pdcr" or a.roi is None or b.roi is None:
+        return False
+    if not (a.image is b.image or (a.image.shape == b.image.shape and a.image.dtype == b.image.dtype
+                                   and np.array_equal(a.image, b.image))):
+        return False
+    same_pool = a.pool is b.pool or bool(a.pool_key and a.pool_key == b.pool_key)
+    return (same_pool and a.config == b.config and a.crop == b.crop and a.full_shape == b.full_shape
+            and a.reorder is b.reorder and np.shape(a.roi) == np.shape(b.roi)
+            and all(a.geometry.get(k) == b.geometry.get(k) for k in _PLANE_KEYS))
+
+
+def group_jobs(jobs: Sequence[ExplainJob]) -> list[list[int]]:
+    """The indices of ``jobs`` in groups that share one run: each job joins the first earlier group it can share
+    with (:func:`can_share` with that group's first job), else starts one. Groups are in the order of their first
+    job, members in their original order; a group of one is an ordinary job."""
+    groups: list[list[int]] = []
+    for k, job in enumerate(jobs):
+        home = next((g for g in groups if can_share(jobs[g[0]], job)), None)
+        if home is None:
+            groups.append([k])
+        else:
+            home.append(k)
+    return groups
+
+
+def _span(numbers: list[int]) -> str:
+    """``[1, 2, 3]`` -> ``'1-3'``; anything else comma-separated."""
+    if len(numbers) > 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        return f"{numbers[0]}-{numbers[-1]}"
+    return ", ".join(map(str, numbers))
+
+
+def group_tag(jobs: Sequence[ExplainJob], group: list[int]) -> str:
+    """How progress names a job or group of ``jobs`` (no ``': '``): 'PdCR RoI 2 (2/3)', 'PdCR RoI 1-3 (1-3/3)'."""
+    first = jobs[group[0]]
+    names = [jobs[k].roi_name for k in group]
+    parts = [n.rsplit(" ", 1) for n in names]
+    if len(group) > 1 and all(len(p) == 2 and p[1].isdigit() and p[0] == parts[0][0] for p in parts):
+        names = [f"{parts[0][0]} {_span([int(p[1]) for p in parts])}"]
+    return f"{first.spec.title} {', '.join(names)} ({_span([k + 1 for k in group])}/{len(jobs)})"
+
+
+def run_group(model: "SegmentationModel", jobs: Sequence[ExplainJob]
+              ) -> Generator[Progress, None, list["Explanation"]]:
+    """Run jobs that can share a run (:func:`group_jobs`): one job as itself; several PdCR jobs as one
+    :func:`~.explainers.pdcr.pdcr_multi` run (the pool built once; partial maps are the first job's), each result
+    finished as its own job's (:meth:`ExplainJob.finish`) with ``stats["shared_run_rois"]`` = the group's size."""
+    if len(jobs) == 1:
+        return [(yield from jobs[0].run(model))]
+    from .explainers.pdcr import pdcr_multi
+
+    first = jobs[0]
+    pool = yield from first.build_pool(model)
+    expls = yield from pdcr_multi(model, first.image, [j.roi for j in jobs], [j.target for j in jobs],
+                                  labels=[j.label for j in jobs], pool=pool, config=first.config,
+                                  geometry=first.geometry)
     out = []
-    for k, job in enumerate(jobs, 1):
-        gen = job.run(model)
+    for job, expl in zip(jobs, expls):
+        expl.geometry = {**expl.geometry, **job.geometry}  # the job's own RoI description
+        expl.stats["shared_run_rois"] = len(jobs)
+        out.append(job.finish(model, expl))
+    return out
+
+
+def run_jobs_generator(model: "SegmentationModel", jobs: Sequence[ExplainJob], share: bool = True
+                       ) -> Generator[Progress, None, list["Explanation"]]:
+    """Run ``jobs`` on one loaded model, PdCR jobs of the same image plane, pool and config as one shared run
+    (``share``; :func:`group_jobs`), the others one after the other; progress stages name the job or group
+    (``k/n``). Returns the results in the order of ``jobs``."""
+    groups = group_jobs(jobs) if share else [[k] for k in range(len(jobs))]
+    out: list[Any] = [None] * len(jobs)
+    for group in groups:
+        tag = group_tag(jobs, group) if len(jobs) > 1 else ""
+        gen = run_group(model, [jobs[k] for k in group])
         try:
             while True:
                 ev = next(gen)
-                tag = f"{job.spec.title} {job.roi_name} ({k}/{len(jobs)})" if len(jobs) > 1 else ""
                 yield Progress(ev.done, ev.total, f"{tag}: {ev.stage}" if tag else ev.stage, ev.message, ev.partial)
         except StopIteration as stop:
-            out.append(stop.value)
+            for k, expl in zip(group, stop.value):
+                out[k] = expl
+        finally:
+            gen.close()
     return out
 
 
 def run_jobs(model: "SegmentationModel", jobs: Sequence[ExplainJob], progress: ProgressCallback | None = None,
-             cancel: CancelCheck | None = None) -> list["Explanation"]:
+             cancel: CancelCheck | None = None, share: bool = True) -> list["Explanation"]:
     """Blocking :func:`run_jobs_generator`."""
-    return drive(run_jobs_generator(model, jobs), progress, cancel)
+    return drive(run_jobs_generator(model, jobs, share), progress, cancel)
