@@ -94,11 +94,12 @@ def near_blocks(roi: np.ndarray, b: int, k: int) -> np.ndarray:
 
 def block_loop(model, plane, pool, roi, cfg, exclude: np.ndarray, timings: dict | None = None):
     """One block at a time, as the authors' loop: S copies, then N if it passed; host-side tiles; the same
-    draws as ``pdcr_multi(..., exclude=exclude)`` (per-block table). Returns (passes, seconds, {block: ATE});
+    draws as ours (a block's draws depend on the seed and where it is alone: ``TilePool.draw_keyed``). Returns (passes, seconds, {block: ATE});
     ``timings``: adds [passes, seconds] per stage to its ``screen`` and ``estimate`` entries."""
     import torch
 
     from napari_seg_explain.core.perturb.grid import BlockGrid
+    from napari_seg_explain.core.perturb.keyed_draws import ESTIMATION, SCREENING
     from napari_seg_explain.core.score import RoIScore
 
     S, N, b = cfg.screen, cfg.n, cfg.patch
@@ -107,9 +108,13 @@ def block_loop(model, plane, pool, roi, cfg, exclude: np.ndarray, timings: dict 
     bound = pool.bind(model, raw)
     grid = BlockGrid(plane.shape[1:], b, roi | exclude)
     corners = torch.as_tensor(grid.corners, dtype=torch.long)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    screen = bound.draw(grid.n_blocks * S, b, gen, avoid=corners.repeat_interleave(S, dim=0))
-    table = bound.draw(grid.n_blocks * N, b, gen, avoid=corners.repeat_interleave(N, dim=0))
+    keys = torch.as_tensor(grid.keys)
+
+    def draws(n: int, stream: int) -> "torch.Tensor":  # draws 0..n-1 of every block, block after block
+        return bound.draw_keyed(cfg.seed, stream, keys.repeat_interleave(n), torch.arange(n).repeat(grid.n_blocks),
+                                b, avoid=corners.repeat_interleave(n, dim=0))
+
+    screen, table = draws(S, SCREENING), draws(N, ESTIMATION)
     score = RoIScore(roi, 1, threshold=cfg.threshold)
     h, w = plane.shape[1:]
     passes, ates = 0, {}

@@ -46,6 +46,28 @@ def test_same_seed_same_map_for_any_batch_size_and_worker_count(setup):
         torch.set_num_threads(1)
         np.testing.assert_array_equal(_map(setup, 0, 0), ref)
         np.testing.assert_array_equal(_map(setup, 7, 0), ref)
+        np.testing.assert_array_equal(_map(setup, 32, 0), ref)  # one thread too: calls of at most 8
     finally:
         torch.set_num_threads(before)
     setup[0].set_speed(cpu_workers=0)
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["exact", "adaptive"])
+def test_three_rois_in_one_run_give_each_roi_its_one_roi_runs_map_bit_for_bit(setup, adaptive):
+    """On the sample model (instance norm couples every pixel, so draws vary the Dice of every RoI): a shared run
+    of three RoIs, one of them overlapping another, equals three one-RoI runs bit for bit, and costs less."""
+    from napari_seg_explain.core.explainers.pdcr import explain_pdcr_multi
+
+    model, plane, pool, roi = setup
+    model.set_speed(cpu_workers=0)
+    rois = [roi, roi_from_box(plane.shape[1:], 0, 0, 16, 16), roi_from_box(plane.shape[1:], 30, 30, 50, 46)]
+    cfg = dict(n=12, screen=2, seed=3, adaptive=adaptive, min_draws=3, adaptive_tol=0.05)
+    shared = explain_pdcr_multi(model, plane, rois, 1, pool=pool, config=PdCRConfig(**cfg, batch_size=16))
+    for k, r in enumerate(rois):
+        alone = explain_pdcr(model, plane, r, 1, pool=pool, config=PdCRConfig(**cfg, batch_size=5))
+        np.testing.assert_array_equal(np.nan_to_num(shared[k].map, nan=9.0), np.nan_to_num(alone.map, nan=9.0),
+                                      err_msg=f"RoI {k}")
+        assert shared[k].stats["n_blocks_screened_in"] == alone.stats["n_blocks_screened_in"]
+        assert shared[k].stats["forward_passes"] < 2 * alone.stats["forward_passes"]
+    if adaptive:  # RoIs settle at different rounds: the shared run draws some blocks past where one RoI stopped
+        assert shared[0].stats["adaptive_mean_draws"] > 3

@@ -11,6 +11,7 @@ import known_models as km
 from napari_seg_explain.core.errors import IncompatibleInputError, UserError
 from napari_seg_explain.core.explainers.pdcr import PdCRConfig, explain_pdcr
 from napari_seg_explain.core.models import SegmentationModel
+from napari_seg_explain.core.perturb.keyed_draws import ESTIMATION, SCREENING
 from napari_seg_explain.core.perturb.pools import pool_from_arrays
 from napari_seg_explain.core.rois import roi_from_box
 
@@ -93,12 +94,17 @@ def test_whole_map_matches_the_authors_loop_one_image_at_a_time():
         return img
 
     m0 = dice_points(sc["image"])
-    gen = torch.Generator().manual_seed(cfg.seed)
     corners = torch.as_tensor(blocks)
-    screen = pool.draw(len(blocks) * 3, 8, gen, avoid=corners.repeat_interleave(3, dim=0))
+    keys = corners[:, 0] // 8 * 8 + corners[:, 1] // 8  # each block's raster index in the 8 x 8 grid
+
+    def draws(which, n, stream):  # draw j of block i: a function of (seed, stream, block, j) alone
+        idx = torch.as_tensor(which).repeat_interleave(n)
+        return pool.draw_keyed(cfg.seed, stream, keys[idx], torch.arange(n).repeat(len(which)), 8, corners[idx])
+
+    screen = draws(range(len(blocks)), 3, SCREENING)
     active = [i for i, (y, x) in enumerate(blocks)
               if any(abs(dice_points(perturbed(y, x, screen[3 * i + s])) - m0) >= cfg.tau for s in range(3))]
-    est = pool.draw(len(active) * 10, 8, gen, avoid=corners[active].repeat_interleave(10, dim=0))
+    est = draws(active, 10, ESTIMATION)
     expected = np.full((64, 64), np.nan, np.float32)
     for y, x in blocks:
         expected[y:y + 8, x:x + 8] = 0.0

@@ -12,7 +12,8 @@ import known_models as km
 from napari_seg_explain.core.errors import UserError
 from napari_seg_explain.core.images import Image
 from napari_seg_explain.core.models import SegmentationModel
-from napari_seg_explain.core.perturb.pools import pool_from_image_itself, pool_from_paths, pool_from_volume
+from napari_seg_explain.core.perturb.pools import (pool_from_arrays, pool_from_image_itself, pool_from_paths,
+                                                  pool_from_volume)
 
 
 @pytest.fixture
@@ -46,6 +47,36 @@ def test_self_pool_never_crops_the_block_being_replaced(model):
     draws = pool.draw(500, 8, torch.Generator().manual_seed(0), avoid=avoid)
     overlap = ((draws[:, 1:] - avoid).abs() < 8).all(dim=1)
     assert not overlap.any()
+
+
+def test_keyed_draws_depend_on_the_block_and_index_alone_and_cover_the_pool(model):
+    from napari_seg_explain.core.perturb.keyed_draws import ESTIMATION, SCREENING
+
+    arrays = [np.random.default_rng(i).uniform(size=(1, 20 + 4 * i, 30)).astype(np.float32) for i in range(4)]
+    pool = pool_from_arrays(model, arrays)
+    keys, index = torch.arange(50).repeat_interleave(40), torch.arange(40).repeat(50)
+    all_blocks = pool.draw_keyed(7, ESTIMATION, keys, index, 8)
+    some = torch.tensor([3, 17, 41])  # the same blocks drawn alone, in another order: the same draws
+    pick = torch.cat([torch.nonzero(keys == k).flatten() for k in some.flip(0)])
+    np.testing.assert_array_equal(pool.draw_keyed(7, ESTIMATION, keys[pick], index[pick], 8), all_blocks[pick])
+    assert not torch.equal(pool.draw_keyed(8, ESTIMATION, keys, index, 8), all_blocks), "the seed matters"
+    assert not torch.equal(pool.draw_keyed(7, SCREENING, keys, index, 8), all_blocks), "so does the stream"
+    counts = torch.bincount(all_blocks[:, 0], minlength=4)
+    assert counts.min() > 2000 * 0.2, counts  # 2,000 draws over 4 images: each about 500
+    for k in range(4):  # every crop inside its image, positions spread over the whole range
+        rows = all_blocks[all_blocks[:, 0] == k, 1:]
+        h, w = arrays[k].shape[1:]
+        assert rows.min() == 0 and rows[:, 0].max() == h - 8 and rows[:, 1].max() == w - 8
+
+
+def test_keyed_self_pool_draws_never_crop_the_block_being_replaced(model):
+    img = np.random.default_rng(1).uniform(size=(1, 24, 24)).astype(np.float32)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        pool = pool_from_image_itself(model, img, 8)
+    avoid = torch.tensor([[8, 8]]).repeat(500, 1)
+    draws = pool.draw_keyed(0, 0, torch.zeros(500, dtype=torch.long), torch.arange(500), 8, avoid=avoid)
+    assert not ((draws[:, 1:] - avoid).abs() < 8).all(dim=1).any()
 
 
 def test_folder_pool_reads_images_and_skips_the_explained_one(tmp_path, model):

@@ -223,7 +223,10 @@ class Engine:
 
         pad = (self.model.device.type == "cpu" and not getattr(self.model, "is_onnx", False)
                and not getattr(self.model, "per_sample", False))
-        cap = MAX_WORKER_CALL if self.workers > 1 else max(b - a for a, b in chunks)
+        # single-threaded kernels (workers side by side, or torch on one thread: a one-core machine, a dataset
+        # run's worker): calls of at most MAX_WORKER_CALL, so the kernels, and the map, never depend on the size
+        one_thread = self.workers > 1 or torch.get_num_threads() == 1
+        cap = MAX_WORKER_CALL if one_thread else max(b - a for a, b in chunks)
 
         def call(x: "torch.Tensor") -> "torch.Tensor":
             if pad and len(x) == 1 and x.numel() <= MAX_PADDED_VALUES:  # beside a copy: a batch's kernels

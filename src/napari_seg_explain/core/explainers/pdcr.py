@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import Engine
-from ..perturb.grid import BlockGrid
+from ..perturb.grid import BlockGrid, blocks_touching, paint_blocks
 from ..progress import Progress, drive
 from ..score import RoIScore
 from .base import ExplainerSpec, ResultLayer, Stat, batch_size_param, check_ranges, param, seed_param, threshold_param
@@ -102,7 +102,7 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
     a warning); ``label``: shape ``S``, non-zero = the class (paper setting: hard Dice vs the label); without
     it, soft Dice vs the model's own unperturbed prediction. ``Explanation.map`` has shape ``S``.
     """
-    out = yield from _run(model, image, [roi], [target], [label], pool, config, geometry, None, shared_draws=False)
+    out = yield from _run(model, image, [roi], [target], [label], pool, config, geometry, None)
     return out[0]
 
 
@@ -113,11 +113,13 @@ def pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.
                ) -> Generator[Progress, None, list["Explanation"]]:
     """PdCR for several RoIs (and classes) from one set of forward passes: one :class:`Explanation` per RoI.
 
-    Every perturbed image is scored for every RoI (:class:`RoIScore`), so K RoIs cost about one run. Blocks
-    touching *any* RoI (or ``exclude``) are not perturbed (NaN in every map). Each RoI's screening uses its own
-    Dice changes; a block past screening for any RoI gets N draws, drawn per block (a table made up front), so
-    each RoI's map equals a one-RoI ``pdcr_multi`` run with the same ``exclude`` and seed (exact screening and
-    N; adaptive N stops a block once every RoI it passed for is settled). Partial maps stream RoI 0.
+    Every perturbed image is scored for every RoI (:class:`RoIScore`), so K RoIs cost one screening of the
+    blocks plus N draws of each block past screening for *some* RoI: at most the union, never the sum. A block
+    is perturbed when it lies outside at least one RoI (and outside ``exclude``); each RoI's map is NaN on the
+    blocks touching it, as in its own run. A block's draws depend on the seed and where it is alone
+    (:meth:`TilePool.draw_keyed`), and adaptive N takes each RoI's ATE where its own test settles, so each
+    map equals a one-RoI run of that RoI with the same seed (bit for bit on the CPU; hierarchical screening
+    judges coarse blocks for all RoIs together). Partial maps stream RoI 0.
     """
     rois = list(rois)
     targets = [int(targets)] * len(rois) if np.isscalar(targets) else list(targets)
@@ -126,10 +128,10 @@ def pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.
         from ..errors import UserError
 
         raise UserError("PdCR with several RoIs needs one class and one label (or None) per RoI")
-    return (yield from _run(model, image, rois, targets, labels, pool, config, geometry, exclude, shared_draws=True))
+    return (yield from _run(model, image, rois, targets, labels, pool, config, geometry, exclude))
 
 
-def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, exclude, *, shared_draws: bool
+def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, exclude
          ) -> Generator[Progress, None, list["Explanation"]]:
     import torch
 
@@ -146,9 +148,13 @@ def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, e
                         f"channel(s) (0..{image.shape[0] - 1}, or -1 for all)")
     rois = [check_mask(r, shape, "RoI").astype(bool) for r in rois]
     labels = [check_mask(lab, shape, "label") for lab in labels]
-    union = np.logical_or.reduce(rois)
-    if exclude is not None:
-        union = union | check_mask(exclude, shape, "excluded region").astype(bool)
+    union = np.logical_or.reduce(rois)  # coarse blocks touching any RoI are screened block by block
+    excluded = np.zeros(shape, bool) if exclude is None else check_mask(exclude, shape, "excluded region").astype(bool)
+    union |= excluded
+    # a block is perturbed when it lies outside at least one RoI (and outside ``exclude``)
+    in_every = np.logical_and.reduce([blocks_touching(r, cfg.patch) for r in rois])
+    grid = BlockGrid(shape, cfg.patch, excluded | paint_blocks(in_every, cfg.patch, shape))
+    invalid = np.stack([blocks_touching(r, cfg.patch)[tuple(grid.coords.T)] for r in rois])  # (R, nb)
     warnings_out: list[str] = []
     if pool is None:
         with warnings.catch_warnings(record=True) as caught:
@@ -167,15 +173,13 @@ def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, e
             m0 = score.prepare(probs0).float().cpu()
             n_classes = int(probs0.shape[1])
         bound = pool.bind(model, raw)
-        grid = BlockGrid(shape, cfg.patch, union)
         coarse = _coarse_grid(cfg, grid, union, bound)
         x0p = (coarse if coarse is not None else grid).pad(x0)
 
         def delta(p: "torch.Tensor") -> "torch.Tensor":
             return score(p) - m0.to(p.device)
 
-        ate, info = yield from run_stages(cfg, grid, coarse, bound, engine, x0p, delta, len(rois), shared_draws,
-                                          t_start)
+        ate, info = yield from run_stages(cfg, grid, coarse, bound, engine, x0p, delta, invalid, t_start)
 
     passes = model.forward_passes - passes0
     devs = deviations(cfg, grid, coarse, info, score.metric, pool, n_classes, len(rois))
@@ -183,12 +187,15 @@ def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, e
     prov = provenance(model, t_start, passes, cfg.seed, **engine.describe())
     out = []
     for r, roi in enumerate(rois):
-        a = ate[r].numpy()
+        own = ~invalid[r]
+        grid_r = BlockGrid(shape, cfg.patch, roi | excluded)  # this RoI's blocks: those of a one-RoI run
+        a = ate[r].numpy()[own]
         passed = int(info.passed[r].sum()) if info.passed is not None else 0
-        stats = block_stats(cfg, grid, roi, a, float(m0[r]), score.metrics[r], passed, info.n_screened,
+        n_screened = info.n_screened - int(invalid[r][info.screened].sum())
+        stats = block_stats(cfg, grid_r, roi, a, float(m0[r]), score.metrics[r], passed, n_screened,
                             "hierarchical" if coarse is not None else "exact", model.card.receptive_field)
         stats |= speed | {"forward_passes": passes}
-        out.append(Explanation(method="pdcr", map=grid.paint(a), roi=roi, stats=stats,
+        out.append(Explanation(method="pdcr", map=grid_r.paint(a), roi=roi, stats=stats,
                                params=params(cfg, targets[r], pool, score.metrics[r]), provenance=dict(prov),
                                deviations=list(devs), geometry=dict(geometry or {}), warnings=list(warnings_out)))
     return out

@@ -65,9 +65,10 @@ def deviations(cfg: Any, grid: "BlockGrid", coarse: "BlockGrid | None", info: "R
                     f"{info.estimation_passes} of {info.estimation_passes_exact} estimation passes (the paper: N "
                     "draws for every block past screening).")
     if n_rois > 1:
-        devs.append(f"{n_rois} RoIs explained from one set of forward passes: blocks touching any of them are not "
-                    "evaluated (NaN) in every map; each RoI's screening uses its own Dice changes; the N draws are "
-                    "drawn per block, independently of which blocks passed for which RoI.")
+        devs.append(f"{n_rois} RoIs explained from one set of forward passes (every perturbed image scored for each "
+                    "RoI; a block inside another RoI is perturbed for this one): this map is the one a run of this "
+                    "RoI alone with the same seed gives" + (" except that the coarse blocks were screened for all "
+                                                            "the RoIs together." if coarse is not None else "."))
     if cfg.contrast >= 0:
         devs.append(f"Only input channel {cfg.contrast} is perturbed (a per-contrast map); the paper replaces every "
                     "channel of a block.")

@@ -3,14 +3,19 @@
 Every stage packs (block, draw) pairs into the :class:`~napari_seg_explain.core.engine.Engine`'s batches; one
 forward pass scores every RoI (:class:`~napari_seg_explain.core.score.RoIScore`), so K RoIs cost about one run.
 
+* draws: a block's ``j``-th screening and estimation draws are functions of the seed and the block's place in
+  the grid alone (:meth:`TilePool.draw_keyed`), so they never depend on which blocks a run screens, which
+  passed, or how many RoIs share the run;
+* several RoIs: a block is perturbed when it lies outside at least one RoI; for each RoI the blocks touching
+  it are not evaluated (``invalid``: NaN in its map, never past its screening);
 * screening: ``S`` draws per block; a block passes for RoI ``k`` when one of its ``|dDice_k| >= tau``;
-* estimation draws are a table of ``N`` draws per block. ``shared_draws=False`` (the single-RoI default, the
-  paper's order): drawn for the blocks that passed, in block order, after the screening draws.
-  ``shared_draws=True`` (several RoIs): drawn for every screened block, so a block's draws never depend on
-  which blocks passed for which RoI (a multi-RoI run equals single-RoI runs with the same exclusion);
 * exact: all ``N`` draws of every block that passed for any RoI; adaptive: rounds of ``min_draws`` draws for
-  all unsettled blocks together, the same draws in the same order (a prefix of the exact run's), until the
-  sequential test settles every RoI the block passed for (see :func:`settled`) or ``N`` is reached.
+  all unsettled blocks together, the same draws in the same order (a prefix of the exact run's); each RoI's
+  ATE of a block is taken at the round where the sequential test settles it for that RoI (see
+  :func:`settled`) or at ``N``, and the block is drawn until every RoI it passed for is settled.
+
+So each RoI's map equals, bit for bit on the CPU, a one-RoI run of that RoI with the same seed (exact and
+adaptive; hierarchical screening screens coarse blocks for all RoIs together).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..perturb.grid import BlockGrid, block_index
+from ..perturb.keyed_draws import COARSE_SCREENING, ESTIMATION, SCREENING
 from ..progress import Progress
 
 if TYPE_CHECKING:
@@ -37,6 +43,7 @@ class RunInfo:
     """What the stages measured, for the result's stats."""
 
     n_screened: int = 0
+    screened: np.ndarray | None = None  # indices of the blocks screened one by one
     passed: "torch.Tensor | None" = None  # (R, n_cand) bool: passed screening per RoI
     n_active: int = 0  # blocks past screening for any RoI
     coarse_passes: int = 0
@@ -62,14 +69,16 @@ def settled(mean: "torch.Tensor", se: "torch.Tensor", tau: float, z: float, rel_
 
 
 def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "TilePool", engine: "Engine",
-               x0p: "torch.Tensor", delta: Callable[["torch.Tensor"], "torch.Tensor"], n_rois: int,
-               shared_draws: bool, t_start: float) -> Generator[Progress, None, tuple["torch.Tensor", RunInfo]]:
-    """Run the stages; returns ATEs ``(R, nb)`` (0 = irrelevant) and :class:`RunInfo`. Partial maps: RoI 0."""
+               x0p: "torch.Tensor", delta: Callable[["torch.Tensor"], "torch.Tensor"], invalid: np.ndarray,
+               t_start: float) -> Generator[Progress, None, tuple["torch.Tensor", RunInfo]]:
+    """Run the stages; ``invalid`` ``(R, nb)``: blocks not evaluated for RoI ``r`` (they touch it). Returns ATEs
+    ``(R, nb)`` (0 = irrelevant, NaN = not evaluated) and :class:`RunInfo`. Partial maps: RoI 0."""
     import torch
 
     dev = x0p.device
     nb, S, N, tau = grid.n_blocks, cfg.screen, cfg.n, cfg.tau
-    gen = torch.Generator().manual_seed(cfg.seed)
+    n_rois = len(invalid)
+    bad = torch.as_tensor(np.asarray(invalid, bool).reshape(n_rois, nb))
     in_shape = (x0p.shape[1], *grid.shape)
     info = RunInfo()
     ate = torch.full((n_rois, nb), float("nan"), dtype=torch.float32)
@@ -78,6 +87,7 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
     def show() -> np.ndarray:
         """RoI 0's map so far (estimated values, else the preview, else NaN); notes when it is first complete."""
         cur = torch.where(torch.isnan(ate[0]), preview, ate[0]) if cfg.preview else ate[0]
+        cur = torch.where(bad[0], float("nan"), cur)
         if info.first_map_seconds is None and not bool(torch.isnan(cur).any()):
             info.first_map_seconds = time.perf_counter() - t_start
         return grid.paint(cur.numpy())
@@ -97,8 +107,12 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
             return grid.crop(xb)
         return build
 
-    def draws_for(g: BlockGrid, ids: "torch.Tensor") -> "torch.Tensor":
-        return bound.draw(len(ids), g.sizes, gen, avoid=torch.as_tensor(g.corners, dtype=torch.long)[ids])
+    def draws_for(g: BlockGrid, ids: "torch.Tensor", per_block: int, stream: int) -> "torch.Tensor":
+        """Draws ``0..per_block-1`` of each block ``ids`` (in that order): ``(len(ids) * per_block, 1 + D)``."""
+        rep = ids.repeat_interleave(per_block)
+        index = torch.arange(per_block).repeat(len(ids))
+        return bound.draw_keyed(cfg.seed, stream, torch.as_tensor(g.keys)[rep], index, g.sizes,
+                                avoid=torch.as_tensor(g.corners, dtype=torch.long)[rep])
 
     def shade(values: "torch.Tensor") -> "torch.Tensor":
         return torch.where(values.abs() < tau, torch.zeros_like(values), values)
@@ -120,7 +134,8 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
                 preview[:] = torch.where(at >= 0, means[at.clamp(min=0)], preview)
             return show()
 
-        d0 = yield from engine.run(len(ids0), builder(coarse, ids0, draws_for(coarse, ids0)), delta,
+        draws0 = draws_for(coarse, torch.arange(coarse.n_blocks), S, COARSE_SCREENING)
+        d0 = yield from engine.run(len(ids0), builder(coarse, ids0, draws0), delta,
                                    stage="screening coarse blocks", done0=done, total=upper + len(ids0),
                                    shape=in_shape, partial=coarse_preview)
         done += len(ids0)
@@ -136,23 +151,25 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
     # stage 1: screening with S draws per block
     ids1 = cand.repeat_interleave(S)
     info.n_screened = len(cand)
+    info.screened = cand.numpy()
 
     def screened(n_done: int, d: "torch.Tensor") -> np.ndarray:
         k = n_done // S
         dd = d[: k * S].reshape(k, S, n_rois)
-        passed = (dd.abs() >= tau).any(dim=1).T  # (R, k)
+        passed = (dd.abs() >= tau).any(dim=1).T & ~bad[:, cand[:k]]  # (R, k)
         ate[:, cand[:k]] = torch.where(passed, float("nan"), 0.0)
         if cfg.preview:
             preview[cand[:k]] = torch.where(passed[0], shade(dd[:, :, 0].mean(dim=1)), 0.0)
         return show()
 
-    d1 = yield from engine.run(len(ids1), builder(grid, ids1, draws_for(grid, ids1)), delta, stage="screening",
+    draws1 = draws_for(grid, cand, S, SCREENING)
+    d1 = yield from engine.run(len(ids1), builder(grid, ids1, draws1), delta, stage="screening",
                                done0=done, total=done + len(ids1) + len(cand) * N, shape=in_shape,
                                partial=screened)
     done += len(ids1)
     info.screening_passes = len(ids1)
     info.screening_seconds = time.perf_counter() - t_start
-    passed = (d1.reshape(len(cand), S, n_rois).abs() >= tau).any(dim=1).T  # (R, n_cand)
+    passed = (d1.reshape(len(cand), S, n_rois).abs() >= tau).any(dim=1).T & ~bad[:, cand]  # (R, n_cand)
     info.passed = passed
     any_pass = passed.any(dim=0)
     active = cand[any_pass]
@@ -161,12 +178,8 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
     info.estimation_passes_exact = len(active) * N
 
     # the estimation draw table (n_active, N, ...)
-    if shared_draws:
-        table = draws_for(grid, cand.repeat_interleave(N))
-        table = table.reshape(len(cand), N, *table.shape[1:])[any_pass]
-    else:
-        table = draws_for(grid, active.repeat_interleave(N))
-        table = table.reshape(len(active), N, *table.shape[1:])
+    table = draws_for(grid, active, N, ESTIMATION)
+    table = table.reshape(len(active), N, *table.shape[1:])
 
     def set_ate(rows: "torch.Tensor", means: "torch.Tensor") -> None:
         """Blocks ``active[rows]`` get their ATE ``means`` (R, len(rows)) where they passed, else stay 0."""
@@ -174,6 +187,7 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
 
     if not len(active):
         ate[torch.isnan(ate)] = 0.0
+        ate[bad] = float("nan")
         yield Progress(done, done, "estimating", partial=show())
         return ate, info
 
@@ -183,20 +197,25 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
 
         def finish(n_done: int, d: "torch.Tensor") -> np.ndarray:
             k = n_done // N
-            set_ate(torch.arange(k), d[: k * N].reshape(k, N, n_rois).mean(dim=1).T)
+            # each RoI's rows reduced alone, contiguous, in float64: the same sums whatever the number of RoIs
+            per_roi = d[: k * N].reshape(k, N, n_rois).permute(2, 0, 1).contiguous().double()
+            set_ate(torch.arange(k), per_roi.mean(dim=2).float())
             return show()
 
         yield from engine.run(len(ids2), builder(grid, ids2, flat), delta, stage="estimating",
                               done0=done, total=done + len(ids2), shape=in_shape, partial=finish)
         info.estimation_passes = len(ids2)
         info.draws_per_block = [N] * len(active)
+        ate[bad] = float("nan")
         return ate, info
 
-    # adaptive stage 2: rounds of min_draws draws for every unsettled block, batched together
+    # adaptive stage 2: rounds of min_draws draws for every unsettled block, batched together; each RoI's ATE of
+    # a block is fixed at the round its own test settles (as in its one-RoI run), the block drawn until all are
     n_act = len(active)
     count = torch.zeros(n_act, dtype=torch.long)
     s1 = torch.zeros((n_rois, n_act), dtype=torch.float64)
     s2 = torch.zeros((n_rois, n_act), dtype=torch.float64)
+    open_ = act_rois.clone()  # (R, n_act): RoI r still waits for block i
     pending = torch.ones(n_act, dtype=torch.bool)
     step = max(1, min(cfg.min_draws, N))
     while bool(pending.any()):
@@ -218,10 +237,15 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
         mean = s1[:, rows] / n
         var = ((s2[:, rows] - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)
         se = (var / n).sqrt()
-        ok = settled(mean, se, tau, cfg.adaptive_z, cfg.adaptive_se, cfg.adaptive_tol) | ~act_rois[:, rows]
-        stop = ok.all(dim=0) | (count[rows] >= N)
+        now = open_[:, rows] & (settled(mean, se, tau, cfg.adaptive_z, cfg.adaptive_se, cfg.adaptive_tol)
+                                | (count[rows] >= N)[None, :])  # (R, len(rows)): settled this round
+        r_idx, c_idx = torch.nonzero(now, as_tuple=True)
+        ate[r_idx, active[rows[c_idx]]] = shade(mean[r_idx, c_idx].float())
+        open_[:, rows] &= ~now
+        stop = ~open_[:, rows].any(dim=0) | (count[rows] >= N)
         pending[rows[stop]] = False
-        set_ate(rows[stop], mean[:, stop].float())
         yield Progress(done, done + int((N - count[pending]).sum()), "estimating", partial=show())
+    ate[:, active] = torch.where(act_rois, ate[:, active], torch.zeros_like(ate[:, active]))
+    ate[bad] = float("nan")
     info.draws_per_block = count.tolist()
     return ate, info

@@ -41,6 +41,14 @@ def blocks_touching(mask: np.ndarray, block: Block) -> np.ndarray:
     return padded.reshape(split).any(axis=tuple(range(1, 2 * len(grid), 2)))
 
 
+def paint_blocks(blocks: np.ndarray, block: Block, shape: tuple[int, ...]) -> np.ndarray:
+    """A grid-shaped bool array (as :func:`blocks_touching` gives) -> the bool pixel mask of ``shape`` they cover."""
+    out = np.asarray(blocks, bool)
+    for axis, b in enumerate(block_sizes(block, len(shape))):
+        out = np.repeat(out, b, axis=axis)
+    return np.ascontiguousarray(out[tuple(slice(0, s) for s in shape)])
+
+
 def block_index(corners: "torch.Tensor", block: Block) -> tuple["torch.Tensor", ...]:
     """Per spatial axis, the index tensor ``(n, b0, ..., bD)`` of the blocks starting at ``corners`` ``(n, D)``.
 
@@ -76,6 +84,12 @@ class BlockGrid:
     @property
     def n_blocks(self) -> int:
         return len(self.coords)
+
+    @property
+    def keys(self) -> np.ndarray:
+        """``(nb,)`` each block's raster index in the whole grid (excluded blocks counted): where it is, whatever
+        else the grid excludes."""
+        return np.ravel_multi_index(tuple(self.coords.T), self.grid_shape).astype(np.int64)
 
     @property
     def partial_edges(self) -> bool:

@@ -113,6 +113,33 @@ class TilePool:
                 pos[bad] = self._positions(idx[bad], sizes, block_t, generator)
         return torch.cat([idx[:, None], pos], dim=1)
 
+    def draw_keyed(self, seed: int, stream: int, keys: "torch.Tensor", index: "torch.Tensor", block: Block,
+                   avoid: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """Like :meth:`draw`, but draw ``i`` is a function of ``(seed, stream, keys[i], index[i])`` alone
+        (:mod:`.keyed_draws`): a block's ``j``-th draw does not depend on what else is drawn. ``keys``: the
+        blocks' positions in the whole grid; ``index``: the draw's number for its block."""
+        import torch
+
+        from .keyed_draws import keyed_uniforms
+
+        sizes = self.sizes.cpu()
+        block_t = torch.tensor(block_sizes(block, self.spatial_ndim))
+        keys_np, index_np = np.asarray(keys), np.asarray(index)
+        u = torch.from_numpy(keyed_uniforms(seed, stream, keys_np, index_np, 1 + self.spatial_ndim))
+        idx = (u[:, 0] * self.n_images).long().clamp(max=self.n_images - 1)
+        span = (sizes[idx] - block_t + 1).to(torch.float64)
+        pos = (u[:, 1:] * span).floor().long()
+        if self.avoid_self_overlap and avoid is not None:
+            for attempt in range(1, 101):
+                bad = ((pos - avoid).abs() < block_t).all(dim=1)
+                if not bad.any():
+                    break
+                b = bad.numpy()
+                ub = torch.from_numpy(keyed_uniforms(seed, stream, keys_np[b], index_np[b], self.spatial_ndim,
+                                                     attempt=attempt))
+                pos[bad] = (ub * span[bad]).floor().long()
+        return torch.cat([idx[:, None], pos], dim=1)
+
     @staticmethod
     def _positions(idx: "torch.Tensor", sizes: "torch.Tensor", block: "torch.Tensor",
                    gen: "torch.Generator") -> "torch.Tensor":
