@@ -86,7 +86,7 @@ def test_two_rois_and_two_classes_keep_four_runs_saved_and_opened(qtbot, make_na
     widget.sync.refresh()
     _pdcr(widget, patch=16, n=1, screen=1)
     widget.every_shape.setChecked(True)
-    assert "2 runs" in widget.update_estimate()
+    assert "2 RoIs as one shared run" in widget.update_estimate()  # both shapes on slice z: one PdCR run
     classes = [widget.target.itemText(i) for i in range(widget.target.count())]
     assert classes == ["background", "white_matter"]
     for cls in ("white_matter", "background"):

@@ -171,21 +171,48 @@ def group_jobs(jobs: Sequence[ExplainJob]) -> list[list[int]]:
     return groups
 
 
-def _span(numbers: list[int]) -> str:
+def shared_roi(rois: Sequence[np.ndarray]) -> np.ndarray:
+    """The mask a shared run's cost is estimated on (``spec.estimate(config, shared_roi(rois))``): a block outside
+    any one RoI is perturbed, so the blocks outside the RoIs' intersection bound the shared run's blocks."""
+    return np.logical_and.reduce([np.asarray(r, bool) for r in rois])
+
+
+def group_bound(jobs: Sequence[ExplainJob], shape: tuple[int, ...] | None = None) -> int | None:
+    """Upper bound of forward passes of a job or a group sharing one run (``spec.estimate``; None when the method
+    gives none or it fails). ``shape``: what a job without a RoI is estimated on (default: its image's)."""
+    first = jobs[0]
+    if first.spec.estimate is None:
+        return None
+    if first.roi is None:
+        where: Any = shape if shape is not None else first.image.shape[1:]
+    else:
+        where = shared_roi([j.roi for j in jobs]) if len(jobs) > 1 else first.roi
+    try:
+        return int(first.spec.estimate(first.config, where))
+    except Exception:  # noqa: BLE001 - an estimate is a courtesy
+        return None
+
+
+def span(numbers: Sequence[int]) -> str:
     """``[1, 2, 3]`` -> ``'1-3'``; anything else comma-separated."""
+    numbers = list(numbers)
     if len(numbers) > 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers))):
         return f"{numbers[0]}-{numbers[-1]}"
     return ", ".join(map(str, numbers))
 
 
-def group_tag(jobs: Sequence[ExplainJob], group: list[int]) -> str:
-    """How progress names a job or group of ``jobs`` (no ``': '``): 'PdCR RoI 2 (2/3)', 'PdCR RoI 1-3 (1-3/3)'."""
-    first = jobs[group[0]]
+def group_names(jobs: Sequence[ExplainJob], group: Sequence[int]) -> str:
+    """The RoI names of a group: 'RoI 1-3' for numbered names of one layer, else the names comma-separated."""
     names = [jobs[k].roi_name for k in group]
     parts = [n.rsplit(" ", 1) for n in names]
     if len(group) > 1 and all(len(p) == 2 and p[1].isdigit() and p[0] == parts[0][0] for p in parts):
-        names = [f"{parts[0][0]} {_span([int(p[1]) for p in parts])}"]
-    return f"{first.spec.title} {', '.join(names)} ({_span([k + 1 for k in group])}/{len(jobs)})"
+        return f"{parts[0][0]} {span([int(p[1]) for p in parts])}"
+    return ", ".join(names)
+
+
+def group_tag(jobs: Sequence[ExplainJob], group: Sequence[int]) -> str:
+    """How progress names a job or group of ``jobs`` (no ``': '``): 'PdCR RoI 2 (2/3)', 'PdCR RoI 1-3 (1-3/3)'."""
+    return f"{jobs[group[0]].spec.title} {group_names(jobs, group)} ({span([k + 1 for k in group])}/{len(jobs)})"
 
 
 def run_group(model: "SegmentationModel", jobs: Sequence[ExplainJob]

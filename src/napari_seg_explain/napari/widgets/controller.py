@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.errors import UserError
+from ...core.jobs import shared_roi
 from .. import layers as L
 from . import contrasts, inputs, jobs, model_space_runs, pools
 from .plans import Choices, Estimate, PlannedRun  # noqa: F401 - re-exported for the dock and tasks
@@ -251,10 +252,12 @@ class Controller:
             self.check_inputs(spec, c, image, slices)
             if spec.estimate is None:
                 return Estimate(f"{where}Cost: {spec.title} gives no estimate.", slices=slices, ok=True)
-            uppers = [int(spec.estimate(cfg, roi.mask if roi is not None else plane_shape)) for roi, _ in rois]
+            groups = shared_groups(spec.name, [roi.mask if roi is not None else None for roi, _ in rois], slices)
+            uppers = [int(spec.estimate(cfg, shared_roi(g) if len(g) > 1 else g[0] if g[0] is not None
+                                        else plane_shape)) for g in groups]
             passes, expected = sum(uppers), sum(expected_passes(cfg, u) for u in uppers)
             spi = jobs.image_seconds(self.loaded, plane_shape)
-            runs = f"{len(rois)} runs, " if len(rois) > 1 else ""
+            runs = runs_text(len(rois), len(groups))
             secs = expected * spi
             device = self.loaded.model.device.type
             if not np.isfinite(secs):
@@ -281,8 +284,11 @@ class Controller:
         what += anisotropy_note(self.layer(c.image))
         if spec.estimate is None:
             return Estimate(f"{what}. Cost: {spec.title} gives no estimate.", ok=True)
-        passes = sum(int(spec.estimate(p.job.config, p.job.roi if p.job.roi is not None else box)) for p in plans)
-        runs = f"{len(plans)} runs, " if len(plans) > 1 else ""
+        from ...core.jobs import group_bound, group_jobs
+
+        groups = group_jobs([p.job for p in plans])
+        passes = sum(group_bound([plans[i].job for i in g], box) or 0 for g in groups)
+        runs = runs_text(len(plans), len(groups))
         return Estimate(f"{what}. Cost: {runs}at most {passes:,} forward pass{'' if passes == 1 else 'es'} of one "
                         f"box each on {self.loaded.model.device.type}.", float("nan"), passes, [], ok=True)
 
@@ -315,6 +321,27 @@ class Controller:
             records.append(rec)
             added += list(rec.layers.values())
         return added, records
+
+
+def shared_groups(method: str, masks: list[np.ndarray | None], slices: list[Any]) -> list[list[np.ndarray | None]]:
+    """The RoI masks of a 2-D Run grouped as its jobs will run (:func:`~napari_seg_explain.core.jobs.group_jobs`):
+    PdCR RoIs of one slice share one run (same plane, pool and config); anything else runs on its own."""
+    groups: dict[Any, list[np.ndarray | None]] = {}
+    for k, (mask, zz) in enumerate(zip(masks, slices)):
+        key = ("slice", zz) if method == "pdcr" and mask is not None else ("own", k)
+        groups.setdefault(key, []).append(mask)
+    return list(groups.values())
+
+
+def runs_text(n_rois: int, n_runs: int) -> str:
+    """The cost line's note on several RoIs: '3 runs, ', '3 RoIs as one shared run, ', '3 RoIs as 2 runs ...'."""
+    if n_rois <= 1:
+        return ""
+    if n_runs == n_rois:
+        return f"{n_rois} runs, "
+    if n_runs == 1:
+        return f"{n_rois} RoIs as one shared run, "
+    return f"{n_rois} RoIs as {n_runs} runs (RoIs on one slice share one), "
 
 
 #: adaptive N spends about this share of the exact mode's estimation draws (the sample, the paper's S, N, tau: 0.63;

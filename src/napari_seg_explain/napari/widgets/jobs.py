@@ -186,22 +186,26 @@ class RunDone:
 def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", Any, str]],
                      stream_layers: list[Callable[[], Any] | None] | None = None
                      ) -> Generator[RunProgress | RunDone, None, list["Explanation"]]:
-    """Run ``(job, geometry, label)`` triples one after the other on one model.
+    """Run ``(job, geometry, label)`` triples on one model, PdCR jobs of the same plane, pool and config as one
+    shared run (:func:`~napari_seg_explain.core.jobs.group_jobs`), the others one after the other.
 
-    Like :func:`napari_seg_explain.core.jobs.run_jobs_generator` (progress stages name the job, ``k/n``), but
-    every event says which run it belongs to, so that a partial map streams into that run's layer, and each
-    run's layers (volume-shaped arrays of a large scan take a while to fill) are built here and handed over as
-    soon as the run ends. Closing this generator (Cancel) closes the running job's generator.
+    Like :func:`napari_seg_explain.core.jobs.run_jobs_generator` (progress stages name the job or group, ``k/n``),
+    but every event says which run it belongs to (a group's: its first run, whose partial maps it streams), so
+    that a partial map streams into that run's layer, and each run's layers (volume-shaped arrays of a large scan
+    take a while to fill) are built here and handed over as soon as its run ends (a group: one
+    :class:`RunDone` per member, in order). Closing this generator (Cancel) closes the running job's generator.
     ``stream_layers[k]``: makes run ``k``'s empty stream layer (called here, with its first partial map).
     """
     from ...core.engine import with_batch_time_limit
+    from ...core.jobs import group_jobs, group_tag, run_group
     from .. import layers as L
 
-    out = []
-    n = len(runs)
-    for k, (job, geom, label) in enumerate(runs):
-        tag = f"{job.spec.title} {job.roi_name} ({k + 1}/{n}): " if n > 1 else ""
-        gen = with_batch_time_limit(job.run(model), BATCH_SECONDS)
+    jobs = [job for job, _, _ in runs]
+    out: list[Any] = [None] * len(runs)
+    for group in group_jobs(jobs):
+        k, job = group[0], jobs[group[0]]
+        tag = f"{group_tag(jobs, group)}: " if len(runs) > 1 else ""
+        gen = with_batch_time_limit(run_group(model, [jobs[i] for i in group]), BATCH_SECONDS)
         make = stream_layers[k] if stream_layers is not None and k < len(stream_layers) else None
         try:
             while True:
@@ -212,12 +216,13 @@ def explain_runs_job(model: "SegmentationModel", runs: list[tuple["ExplainJob", 
                     make = None
                 yield RunProgress(k, Progress(ev.done, ev.total, tag + ev.stage, ev.message, partial), stream)
         except StopIteration as stop:
-            expl = stop.value
+            expls = stop.value
         finally:
             gen.close()
-        layers = L.explanation_layer_data(expl, geom, label)
-        yield RunDone(k, expl, layers)
-        out.append(expl)
+        for i, expl in zip(group, expls):
+            _, geom, label = runs[i]
+            yield RunDone(i, expl, L.explanation_layer_data(expl, geom, label))
+            out[i] = expl
     return out
 
 

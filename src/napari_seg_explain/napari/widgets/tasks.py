@@ -1,7 +1,7 @@
 """What the dock's buttons start: loading a model, segmenting, explaining, cancelling.
 
 An explanation is one Run of one or more jobs (one per RoI: the chosen shape, or every shape of the RoI layer),
-run one after the other in one worker (:func:`~.jobs.explain_runs_job`). Each job's partial maps stream into
+run one after the other in one worker (:func:`~.jobs.explain_runs_job`); PdCR jobs of one slice share one run. Each job's partial maps stream into
 its own layer (:mod:`.streaming`); each run is shown as soon as it ends, its layers updated in place when it
 is a rerun (same run id) or added next to each other when it is new (:mod:`.run_store`). Cancel stops the
 worker at its next step: runs already shown stay, the running one is undone.
@@ -116,6 +116,7 @@ class Tasks:
         self.streamer = dock.streamer
         self.suggested_tried: set[str] = set()
         self.plans: list[PlannedRun] = []
+        self.groups: dict[int, list[int]] = {}  # first run of a group sharing one run -> its runs
         self.clock = RunClock(0.0, [])
         self.time_left = float("nan")  # the seconds left shown last (NaN: none shown)
 
@@ -216,7 +217,7 @@ class Tasks:
                                    on_yield=lambda ev: self._on_progress(0, ev),
                                    on_return=lambda labels: self._on_segmented(labels, geom, whole),
                                    on_error=self._on_error)
-        self.plans, self.clock = [], RunClock(self.runner.t_start, [])
+        self.plans, self.groups, self.clock = [], {}, RunClock(self.runner.t_start, [])
         return worker
 
     def _on_segmented(self, labels: np.ndarray, geom: L.SliceGeometry, whole: bool) -> None:
@@ -266,7 +267,7 @@ class Tasks:
                 p.geom, rl, L.layer_name(p.spec.title, rl.title, p.label), p.spec.name, p.run_id,
                 old.layers.get("map") if old is not None else None))
         self.streamer.reset(targets)
-        bounds = [self._bound(p) for p in plans]
+        bounds = self._bounds(plans)
         spi = jobs.image_seconds(self.controller.loaded, plans[0].geom.plane_shape)
         what = plans[0].desc if len(plans) == 1 else f"{len(plans)} RoIs"
         self.dock.explain_section.show_progress(0, 1, f"{plans[0].spec.title}: starting on {what}…")
@@ -277,16 +278,16 @@ class Tasks:
         self.clock = RunClock(self.runner.t_start, bounds, spi)
         return worker
 
-    @staticmethod
-    def _bound(plan: "PlannedRun") -> int | None:
-        """The job's upper bound of forward passes (``spec.estimate``), None when its method gives none."""
-        spec, job = plan.spec, plan.job
-        if spec.estimate is None:
-            return None
-        try:
-            return int(spec.estimate(job.config, job.roi if job.roi is not None else plan.geom.plane_shape))
-        except Exception:  # noqa: BLE001 - the time left is a courtesy
-            return None
+    def _bounds(self, plans: list["PlannedRun"]) -> list[int | None]:
+        """Each run's upper bound of forward passes (None: unknown); runs sharing one run (:func:`group_jobs`):
+        the group's bound on its first run, 0 on the others, so that the time left counts the shared run once."""
+        from ...core.jobs import group_bound, group_jobs
+
+        self.groups = {g[0]: g for g in group_jobs([p.job for p in plans])}
+        bounds: list[int | None] = [0] * len(plans)
+        for first, group in self.groups.items():
+            bounds[first] = group_bound([plans[i].job for i in group], plans[first].geom.plane_shape)
+        return bounds
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, jobs.RunDone):
@@ -305,7 +306,13 @@ class Tasks:
         total = max(1, total)
         ks = self.clock.stage
         parts = []
-        if len(self.plans) > 1:
+        group = self.groups.get(index, [index])
+        if len(group) > 1:
+            from ...core.jobs import group_names, span
+
+            parts.append(f"{group_names([p.job for p in self.plans], group)} (one shared run: runs "
+                         f"{span([i + 1 for i in group])}/{len(self.plans)})")
+        elif len(self.plans) > 1:
             parts.append(f"{self.plans[index].label} (run {index + 1}/{len(self.plans)})")
         parts.append(f"{ks[0]}/{ks[1]} {stage}" if ks is not None else stage)
         passes = f"{int(ev.done):,} / {'at most ' if self.clock.is_bound else ''}{total:,} forward passes"

@@ -81,9 +81,11 @@ class ExplainSection(Section):
         row.addWidget(self.roi_combo, 1)
         row.addWidget(draw)
         self.form.addRow("RoI", row)
-        self.every_shape = QCheckBox("every shape of the RoI layer (one run each)")
-        self.every_shape.setToolTip("explain each shape of the Shapes layer in turn ('RoI 1', 'RoI 2', ... by shape "
-                                    "number), one after the other in one job")
+        self.every_shape = QCheckBox("every shape of the RoI layer (PdCR: one shared run per slice)")
+        self.every_shape.setToolTip("explain each shape of the Shapes layer ('RoI 1', 'RoI 2', ... by shape number), "
+                                    "each a run with its own layers; with PdCR the shapes on one slice share one run "
+                                    "(every perturbed image scored for every RoI: about the cost of one), other "
+                                    "methods run one after the other")
         self.every_shape.toggled.connect(on_change)
         self.form.addRow(self.every_shape)
         self.roi_slices = QSpinBox()
