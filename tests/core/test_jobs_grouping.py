@@ -60,6 +60,15 @@ def test_grouping_rules_keep_the_order(scene):
         assert group_jobs([same[0], job]) == [[0], [1]], what
     # interleaved: groups in the order of their first job, members in their own order
     assert group_jobs([same[0], apart["slice"], same[1], apart["config"], same[2]]) == [[0, 2, 4], [1], [3]]
+    # hierarchical screening (opt-in in 2-D, auto in 3-D) judges coarse blocks for all RoIs together: no sharing
+    hier = PdCRConfig(n=4, screen=1, patch=8, seed=3, screening="hierarchical")
+    assert group_jobs([_job(image, b, config=hier, pool=pool) for b in BOXES[:2]]) == [[0], [1]]
+    vol = np.zeros((1, 16, 16, 16), np.float32)
+    cubes = [np.zeros((16, 16, 16), bool) for _ in range(2)]
+    cubes[0][:4, :4, :4] = cubes[1][8:, 8:, 8:] = True
+    assert group_jobs([ExplainJob("pdcr", vol, c, 1, PdCRConfig(patch=4), pool=pool) for c in cubes]) == [[0], [1]]
+    assert group_jobs([ExplainJob("pdcr", vol, c, 1, PdCRConfig(patch=4, screening="exact"), pool=pool)
+                       for c in cubes]) == [[0, 1]]
     # different classes and labels may share a run
     lab = np.zeros((km.H, km.W), np.uint8)
     assert group_jobs([same[0], _job(image, BOXES[1], pool=pool, label=lab)]) == [[0, 1]]
@@ -88,3 +97,15 @@ def test_shared_run_gives_each_job_its_result_in_order(scene, tmp_path):
     assert Explanation.load(tmp_path / "roi2.npy").stats["shared_run_rois"] == 3
     for e, one in zip(shared, single):  # the core's promise: each RoI's map is its one-RoI run's, bit for bit
         np.testing.assert_array_equal(e.map, one.map)
+
+
+def test_shared_adaptive_run_gives_the_one_roi_maps(scene):
+    """Adaptive N in a shared run: each RoI's map is still its one-RoI run's (its estimate frozen where its own
+    test settles)."""
+    model, image, pool, label = scene
+    cfg = PdCRConfig(n=20, screen=1, patch=8, seed=5, adaptive=True, min_draws=5)
+    jobs = [_job(image, b, config=cfg, pool=pool, label=label) for b in BOXES]
+    assert group_jobs(jobs) == [[0, 1, 2]]
+    for shared, job in zip(run_jobs(model, jobs), jobs):
+        one = explain_pdcr(model, image, job.roi, 1, pool=pool, label=label, config=cfg)
+        np.testing.assert_array_equal(shared.map, one.map)

@@ -72,6 +72,9 @@ def test_shapes_of_one_slice_share_one_run_with_the_maps_of_one_shape_runs(qtbot
     widget.sync.refresh()
     configure_pdcr(widget, n=4, screen=1, patch=8)
     widget.every_shape.setChecked(True)
+    widget.param("screening").setCurrentText("hierarchical")  # coarse blocks judged for all RoIs: no sharing
+    assert "Cost: 3 runs, " in widget.update_estimate()
+    widget.param("screening").setCurrentText("auto")
     assert "3 RoIs as one shared run, at most 321 forward passes" in widget.update_estimate()
     texts = _record_progress(widget)
     widget.run()

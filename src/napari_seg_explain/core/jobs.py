@@ -143,10 +143,21 @@ class ExplainJob:
 _PLANE_KEYS = ("source", "layer", "slice_index")
 
 
+def shares_runs(method: str, config: Any, ndim: int) -> bool:
+    """Whether jobs of ``method`` with ``config`` on ``ndim``-D images may share a run: PdCR with exact screening
+    (hierarchical screening judges coarse blocks for all RoIs of a shared run together, so its maps would differ
+    from one-RoI runs; ``auto`` is hierarchical in 3-D)."""
+    if method != "pdcr":
+        return False
+    mode = getattr(config, "screening", "exact")
+    return mode == "exact" or (mode == "auto" and ndim == 2)
+
+
 def can_share(a: ExplainJob, b: ExplainJob) -> bool:
-    """Whether ``a`` and ``b`` can run as one PdCR run (:func:`run_group`): both PdCR with a RoI, the same image
-    (same plane of the same source), config, pool, context box and voxel order; targets and labels may differ."""
-    if a.method != "pdcr" or b.method != "pdcr" or a.roi is None or b.roi is None:
+    """Whether ``a`` and ``b`` can run as one PdCR run (:func:`run_group`, each map equal to the job's own run):
+    both PdCR with a RoI and exact screening (:func:`shares_runs`), the same image (same plane of the same source),
+    config, pool, context box and voxel order; targets and labels may differ."""
+    if a.roi is None or b.roi is None or a.method != b.method or not shares_runs(a.method, a.config, a.roi.ndim):
         return False
     if not (a.image is b.image or (a.image.shape == b.image.shape and a.image.dtype == b.image.dtype
                                    and np.array_equal(a.image, b.image))):

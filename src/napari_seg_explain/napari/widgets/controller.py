@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.errors import UserError
-from ...core.jobs import shared_roi
+from ...core.jobs import shared_roi, shares_runs
 from .. import layers as L
 from . import contrasts, inputs, jobs, model_space_runs, pools
 from .plans import Choices, Estimate, PlannedRun  # noqa: F401 - re-exported for the dock and tasks
@@ -252,7 +252,8 @@ class Controller:
             self.check_inputs(spec, c, image, slices)
             if spec.estimate is None:
                 return Estimate(f"{where}Cost: {spec.title} gives no estimate.", slices=slices, ok=True)
-            groups = shared_groups(spec.name, [roi.mask if roi is not None else None for roi, _ in rois], slices)
+            groups = shared_groups(shares_runs(spec.name, cfg, 2), [roi.mask if roi is not None else None
+                                                                    for roi, _ in rois], slices)
             uppers = [int(spec.estimate(cfg, shared_roi(g) if len(g) > 1 else g[0] if g[0] is not None
                                         else plane_shape)) for g in groups]
             passes, expected = sum(uppers), sum(expected_passes(cfg, u) for u in uppers)
@@ -323,12 +324,13 @@ class Controller:
         return added, records
 
 
-def shared_groups(method: str, masks: list[np.ndarray | None], slices: list[Any]) -> list[list[np.ndarray | None]]:
+def shared_groups(share: bool, masks: list[np.ndarray | None], slices: list[Any]) -> list[list[np.ndarray | None]]:
     """The RoI masks of a 2-D Run grouped as its jobs will run (:func:`~napari_seg_explain.core.jobs.group_jobs`):
-    PdCR RoIs of one slice share one run (same plane, pool and config); anything else runs on its own."""
+    with ``share`` (:func:`~napari_seg_explain.core.jobs.shares_runs`) the RoIs of one slice share one run (same
+    plane, pool and config); else each runs on its own."""
     groups: dict[Any, list[np.ndarray | None]] = {}
     for k, (mask, zz) in enumerate(zip(masks, slices)):
-        key = ("slice", zz) if method == "pdcr" and mask is not None else ("own", k)
+        key = ("slice", zz) if share and mask is not None else ("own", k)
         groups.setdefault(key, []).append(mask)
     return list(groups.values())
 

@@ -83,9 +83,9 @@ class ExplainSection(Section):
         self.form.addRow("RoI", row)
         self.every_shape = QCheckBox("every shape of the RoI layer (PdCR: one shared run per slice)")
         self.every_shape.setToolTip("explain each shape of the Shapes layer ('RoI 1', 'RoI 2', ... by shape number), "
-                                    "each a run with its own layers; with PdCR the shapes on one slice share one run "
-                                    "(every perturbed image scored for every RoI: about the cost of one), other "
-                                    "methods run one after the other")
+                                    "each a run with its own layers; with PdCR (exact screening) the shapes on one slice "
+                                    "share one run (every perturbed image scored for every RoI: about the cost of "
+                                    "one, the same maps), other runs go one after the other")
         self.every_shape.toggled.connect(on_change)
         self.form.addRow(self.every_shape)
         self.roi_slices = QSpinBox()
