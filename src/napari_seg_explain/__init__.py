@@ -17,6 +17,7 @@ _API = {
     "read_image": "core.images", "write_map": "core.images", "Image": "core.images",
     "load_model": "core.models", "SegmentationModel": "core.models",
     "explain_pdcr": "core.explainers.pdcr", "PdCRConfig": "core.explainers.pdcr",
+    "explain_pdcr_multi": "core.explainers.pdcr",
     "explain_misure": "core.explainers.misure", "MiSuReConfig": "core.explainers.misure",
     "roi_from_box": "core.rois", "roi_from_polygon": "core.rois", "roi_from_mask": "core.rois",
     "pool_from_paths": "core.perturb.pools", "pool_from_volume": "core.perturb.pools",

@@ -60,14 +60,17 @@ def test_three_rois_in_one_run_give_each_roi_its_one_roi_runs_map_bit_for_bit(se
 
     model, plane, pool, roi = setup
     model.set_speed(cpu_workers=0)
-    rois = [roi, roi_from_box(plane.shape[1:], 0, 0, 16, 16), roi_from_box(plane.shape[1:], 30, 30, 50, 46)]
-    cfg = dict(n=12, screen=2, seed=3, adaptive=adaptive, min_draws=3, adaptive_tol=0.05)
+    # 256, 176 and 640 pixels (RoIs of different sizes: soft Dice sums over each RoI's own pixels alone)
+    rois = [roi, roi_from_box(plane.shape[1:], 0, 0, 8, 22), roi_from_box(plane.shape[1:], 28, 30, 60, 50)]
+    cfg = dict(n=12, screen=2, tau=0.0, seed=3, adaptive=adaptive, min_draws=3, adaptive_tol=0.05, preview=True)
     shared = explain_pdcr_multi(model, plane, rois, 1, pool=pool, config=PdCRConfig(**cfg, batch_size=16))
     for k, r in enumerate(rois):
         alone = explain_pdcr(model, plane, r, 1, pool=pool, config=PdCRConfig(**cfg, batch_size=5))
         np.testing.assert_array_equal(np.nan_to_num(shared[k].map, nan=9.0), np.nan_to_num(alone.map, nan=9.0),
                                       err_msg=f"RoI {k}")
-        assert shared[k].stats["n_blocks_screened_in"] == alone.stats["n_blocks_screened_in"]
+        for key in ("M0", "n_blocks", "n_blocks_screened_in", "min_ate", "far_share", "far_mean_abs_ate"):
+            assert shared[k].stats[key] == alone.stats[key], (k, key)
         assert shared[k].stats["forward_passes"] < 2 * alone.stats["forward_passes"]
+    assert shared[0].stats["first_map_seconds"] is not None, "RoI 0's map was whole at some point"
     if adaptive:  # RoIs settle at different rounds: the shared run draws some blocks past where one RoI stopped
         assert shared[0].stats["adaptive_mean_draws"] > 3

@@ -109,3 +109,25 @@ def test_shared_adaptive_run_gives_the_one_roi_maps(scene):
     for shared, job in zip(run_jobs(model, jobs), jobs):
         one = explain_pdcr(model, image, job.roi, 1, pool=pool, label=label, config=cfg)
         np.testing.assert_array_equal(shared.map, one.map)
+
+
+def test_each_result_of_a_shared_run_keeps_its_own_geometry_only(scene):
+    model, image, pool, label = scene
+    a, b = _job(image, BOXES[0], pool=pool, label=label), _job(image, BOXES[1], pool=pool, label=label)
+    a.geometry = {**a.geometry, "roi_box": [8, 8, 16, 16]}
+    b.geometry = {**b.geometry, "roi_polygon": [[8, 16], [16, 24]]}
+    ra, rb = run_jobs(model, [a, b])
+    assert rb.stats["shared_run_rois"] == 2
+    assert "roi_box" not in rb.geometry and rb.geometry["roi_polygon"] == [[8, 16], [16, 24]]
+    assert ra.geometry["roi_box"] == [8, 8, 16, 16] and "roi_polygon" not in ra.geometry
+
+
+def test_a_shared_run_that_fails_on_one_roi_names_that_job(scene):
+    from napari_seg_explain.core.errors import UserError
+
+    model, image, pool, label = scene
+    empty = np.zeros_like(label)  # a ground truth with nothing of the class under the second RoI
+    jobs = [_job(image, BOXES[0], pool=pool, label=label), _job(image, BOXES[1], pool=pool, label=empty)]
+    jobs[1].roi_name = "RoI 7"
+    with pytest.raises(UserError, match=r"^RoI 7: the label has no pixel of class 1 inside the RoI"):
+        run_jobs(model, jobs)

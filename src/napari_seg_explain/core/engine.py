@@ -225,7 +225,7 @@ class Engine:
                and not getattr(self.model, "per_sample", False))
         # single-threaded kernels (workers side by side, or torch on one thread: a one-core machine, a dataset
         # run's worker): calls of at most MAX_WORKER_CALL, so the kernels, and the map, never depend on the size
-        one_thread = self.workers > 1 or torch.get_num_threads() == 1
+        one_thread = self.workers > 1 or (pad and torch.get_num_threads() == 1)
         cap = MAX_WORKER_CALL if one_thread else max(b - a for a, b in chunks)
 
         def call(x: "torch.Tensor") -> "torch.Tensor":

@@ -237,12 +237,19 @@ def run_group(model: "SegmentationModel", jobs: Sequence[ExplainJob]
 
     first = jobs[0]
     pool = yield from first.build_pool(model)
-    expls = yield from pdcr_multi(model, first.image, [j.roi for j in jobs], [j.target for j in jobs],
-                                  labels=[j.label for j in jobs], pool=pool, config=first.config,
-                                  geometry=first.geometry)
+    try:
+        expls = yield from pdcr_multi(model, first.image, [j.roi for j in jobs], [j.target for j in jobs],
+                                      labels=[j.label for j in jobs], pool=pool, config=first.config,
+                                      geometry=first.geometry)
+    except UserError as exc:  # "RoI 2 of 3: ..." -> the job's own name ("RoI 5: ...")
+        head, _, rest = str(exc).partition(": ")
+        words = head.split()
+        if len(words) == 4 and words[0] == "RoI" and words[1].isdigit() and 0 < int(words[1]) <= len(jobs):
+            raise type(exc)(f"{jobs[int(words[1]) - 1].roi_name}: {rest}") from exc
+        raise
     out = []
     for job, expl in zip(jobs, expls):
-        expl.geometry = {**expl.geometry, **job.geometry}  # the job's own RoI description
+        expl.geometry = dict(job.geometry)  # the job's own RoI description (nothing of the first job's)
         expl.stats["shared_run_rois"] = len(jobs)
         out.append(job.finish(model, expl))
     return out

@@ -77,6 +77,7 @@ class RoIScore:
             pos[i, :len(o)] = o
         self._pos = torch.as_tensor(pos, device=dev)
         self._member = (self._pos < int(union.sum())).float()  # (R, n)
+        self._lengths = [len(o) for o in own]
         p0 = self._class_probs(probs0)[0]  # (R, n)
         refs = []
         for i, lab in enumerate(self.labels):
@@ -88,7 +89,8 @@ class RoIScore:
             ref = ref * self._member[i]
             if ref.sum() == 0:
                 whose = "the label has" if lab is not None else "the model predicts"
-                raise UserError(f"{whose} no pixel of class {self.targets[i]} inside the RoI, so its Dice is 0 "
+                which = f"RoI {i + 1} of {len(self.rois)}: " if len(self.rois) > 1 else ""
+                raise UserError(f"{which}{whose} no pixel of class {self.targets[i]} inside the RoI, so its Dice is 0 "
                                 "whatever is perturbed: draw the RoI over the structure to explain (or pick another "
                                 "class)")
             refs.append(ref)
@@ -116,7 +118,14 @@ class RoIScore:
         """``(B, K, *S)`` probabilities -> ``(B, R)`` Dice points."""
         if not self._prepared:
             raise RuntimeError("RoIScore.prepare() must be called with the unperturbed output first")
+        import torch
+
         p = self._class_probs(probs)
-        p = p.where(~self._hard[None, :, None], (p > self.threshold).float()) * self._member[None]
-        return 100 * dice(p, self._ref[None])
+        p = p.where(~self._hard[None, :, None], (p > self.threshold).float())
+        if len(self._lengths) == 1:
+            return 100 * dice(p, self._ref[None])
+        # each RoI reduced over its own pixels alone, as a (B, 1, n_r) block: the same float sums as a one-RoI
+        # run (a vectorised sum over a padded length groups the terms differently: last-bit differences)
+        return torch.cat([100 * dice(p[:, i:i + 1, :n].contiguous(), self._ref[None, i:i + 1, :n])
+                          for i, n in enumerate(self._lengths)], dim=1)
 

@@ -88,7 +88,7 @@ def run_stages(cfg: Any, grid: BlockGrid, coarse: BlockGrid | None, bound: "Tile
         """RoI 0's map so far (estimated values, else the preview, else NaN); notes when it is first complete."""
         cur = torch.where(torch.isnan(ate[0]), preview, ate[0]) if cfg.preview else ate[0]
         cur = torch.where(bad[0], float("nan"), cur)
-        if info.first_map_seconds is None and not bool(torch.isnan(cur).any()):
+        if info.first_map_seconds is None and not bool(torch.isnan(cur[~bad[0]]).any()):
             info.first_map_seconds = time.perf_counter() - t_start
         return grid.paint(cur.numpy())
 
