@@ -7,7 +7,7 @@ Explainer (which loads the sample model the scan names), moves to a held-out sli
 matter, one in each hemisphere (in each half of the slice, the block-aligned box holding the most segmented
 pixels), chooses the white-matter label as ground truth (the paper's setting) and the other slices of the
 volume as the pool, runs PdCR with the paper's parameters (N = 50) on every shape of the RoI layer (two
-runs), selects both runs and presses *Compare side by side*: napari's grid shows each run over the scan,
+runs, computed as one shared run), selects both runs and presses *Compare side by side*: napari's grid shows each run over the scan,
 with *same colour scale for the runs shown* (on by default) and the canvas colour bars on. The whole window
 is saved, the dock scrolled to the Runs and results section (legend: the shared scale ``±L`` in Dice points).
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                       edge_width=1.0, scale=scan.scale, translate=scan.translate, units=scan.units,
                       axis_labels=scan.axis_labels)
     widget.roi_combo.setCurrentText("RoI")
-    widget.every_shape.setChecked(True)  # one run per shape: RoI 1, RoI 2
+    widget.every_shape.setChecked(True)  # RoI 1, RoI 2: one shared PdCR run, a run (and layers) per shape
     widget.gt_combo.setCurrentText(viewer.layers[0].name)
     widget.pool_combo.setCurrentIndex(pools.POOL_CHOICES.index(pools.POOL_VOLUME))
     widget.set_method("pdcr")
