@@ -6,8 +6,9 @@ Explainer (which loads the sample model the scan names), moves to a held-out sli
 (the middle of the card's ``training.heldout_slices``), segments it, draws two 32x32 rectangles on white
 matter, one in each hemisphere (in each half of the slice, the block-aligned box holding the most segmented
 pixels), chooses the white-matter label as ground truth (the paper's setting) and the other slices of the
-volume as the pool, runs PdCR with the paper's parameters (N = 50) on every shape of the RoI layer (two
-runs, computed as one shared run), selects both runs and presses *Compare side by side*: napari's grid shows each run over the scan,
+volume as the pool, runs PdCR in the default Fast preview mode (adaptive N, at most the paper's N = 50) on
+every shape of the RoI layer (two runs, computed as one shared run), selects both runs and presses *Compare
+side by side*: napari's grid shows each run over the scan,
 with *same colour scale for the runs shown* (on by default) and the canvas colour bars on. The whole window
 is saved, the dock scrolled to the Runs and results section (legend: the shared scale ``±L`` in Dice points).
 
