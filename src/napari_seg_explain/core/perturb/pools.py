@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -101,17 +101,13 @@ class TilePool:
         """
         import torch
 
-        sizes = self.sizes.cpu()
-        block_t = torch.tensor(block_sizes(block, self.spatial_ndim))
+        d = self.spatial_ndim
         idx = torch.randint(0, self.n_images, (n,), generator=generator)
-        pos = self._positions(idx, sizes, block_t, generator)
-        if self.avoid_self_overlap and avoid is not None:
-            for _ in range(100):
-                bad = ((pos - avoid).abs() < block_t).all(dim=1)
-                if not bad.any():
-                    break
-                pos[bad] = self._positions(idx[bad], sizes, block_t, generator)
-        return torch.cat([idx[:, None], pos], dim=1)
+
+        def uniforms(rows: int, _attempt: int = 0) -> "torch.Tensor":
+            return torch.rand((rows, d), generator=generator, dtype=torch.float64)
+
+        return self._placed(idx, block, uniforms(n), lambda bad, attempt: uniforms(int(bad.sum())), avoid)
 
     def draw_keyed(self, seed: int, stream: int, keys: "torch.Tensor", index: "torch.Tensor", block: Block,
                    avoid: "torch.Tensor | None" = None) -> "torch.Tensor":
@@ -122,32 +118,34 @@ class TilePool:
 
         from .keyed_draws import keyed_uniforms
 
-        sizes = self.sizes.cpu()
-        block_t = torch.tensor(block_sizes(block, self.spatial_ndim))
         keys_np, index_np = np.asarray(keys), np.asarray(index)
         u = torch.from_numpy(keyed_uniforms(seed, stream, keys_np, index_np, 1 + self.spatial_ndim))
         idx = (u[:, 0] * self.n_images).long().clamp(max=self.n_images - 1)
-        span = (sizes[idx] - block_t + 1).to(torch.float64)
-        pos = (u[:, 1:] * span).floor().long()
+
+        def again(bad: "torch.Tensor", attempt: int) -> "torch.Tensor":
+            b = bad.numpy()
+            return torch.from_numpy(keyed_uniforms(seed, stream, keys_np[b], index_np[b], self.spatial_ndim,
+                                                   attempt=attempt))
+
+        return self._placed(idx, block, u[:, 1:], again, avoid)
+
+    def _placed(self, idx: "torch.Tensor", block: Block, first: "torch.Tensor", again: Any,
+                avoid: "torch.Tensor | None") -> "torch.Tensor":
+        """``(n, 1 + D)`` draws: pool image ``idx``, first index ``floor(u * span)`` per axis from the uniforms
+        ``first`` ``(n, D)``; for a self-pool, crops overlapping their block (``avoid``) are placed again from
+        ``again(bad, attempt)`` (uniforms for the ``bad`` rows), up to 100 times."""
+        import torch
+
+        block_t = torch.tensor(block_sizes(block, self.spatial_ndim))
+        span = (self.sizes.cpu()[idx] - block_t + 1).to(torch.float64)
+        pos = (first * span).floor().long()
         if self.avoid_self_overlap and avoid is not None:
             for attempt in range(1, 101):
                 bad = ((pos - avoid).abs() < block_t).all(dim=1)
                 if not bad.any():
                     break
-                b = bad.numpy()
-                ub = torch.from_numpy(keyed_uniforms(seed, stream, keys_np[b], index_np[b], self.spatial_ndim,
-                                                     attempt=attempt))
-                pos[bad] = (ub * span[bad]).floor().long()
+                pos[bad] = (again(bad, attempt) * span[bad]).floor().long()
         return torch.cat([idx[:, None], pos], dim=1)
-
-    @staticmethod
-    def _positions(idx: "torch.Tensor", sizes: "torch.Tensor", block: "torch.Tensor",
-                   gen: "torch.Generator") -> "torch.Tensor":
-        import torch
-
-        span = (sizes[idx] - block + 1).to(torch.float64)
-        u = torch.rand((len(idx), sizes.shape[1]), generator=gen, dtype=torch.float64)
-        return (u * span).floor().long()
 
     def crops(self, draws: "torch.Tensor", block: Block) -> "torch.Tensor":
         """Gather crops for ``draws`` ``(n, 1 + D)`` -> ``(n, b0, ..., bD, C)`` on the pool's device."""
