@@ -149,8 +149,9 @@ def shares_runs(method: str, config: Any, ndim: int) -> bool:
     from one-RoI runs; ``auto`` is hierarchical in 3-D)."""
     if method != "pdcr":
         return False
-    mode = getattr(config, "screening", "exact")
-    return mode == "exact" or (mode == "auto" and ndim == 2)
+    from .explainers.pdcr import screening_mode
+
+    return screening_mode(config, ndim) == "exact"
 
 
 def can_share(a: ExplainJob, b: ExplainJob) -> bool:
@@ -237,16 +238,9 @@ def run_group(model: "SegmentationModel", jobs: Sequence[ExplainJob]
 
     first = jobs[0]
     pool = yield from first.build_pool(model)
-    try:
-        expls = yield from pdcr_multi(model, first.image, [j.roi for j in jobs], [j.target for j in jobs],
-                                      labels=[j.label for j in jobs], pool=pool, config=first.config,
-                                      geometry=first.geometry)
-    except UserError as exc:  # "RoI 2 of 3: ..." -> the job's own name ("RoI 5: ...")
-        head, _, rest = str(exc).partition(": ")
-        words = head.split()
-        if len(words) == 4 and words[0] == "RoI" and words[1].isdigit() and 0 < int(words[1]) <= len(jobs):
-            raise type(exc)(f"{jobs[int(words[1]) - 1].roi_name}: {rest}") from exc
-        raise
+    expls = yield from pdcr_multi(model, first.image, [j.roi for j in jobs], [j.target for j in jobs],
+                                  labels=[j.label for j in jobs], pool=pool, config=first.config,
+                                  geometry=first.geometry, roi_names=[j.roi_name for j in jobs])
     out = []
     for job, expl in zip(jobs, expls):
         expl.geometry = dict(job.geometry)  # the job's own RoI description (nothing of the first job's)

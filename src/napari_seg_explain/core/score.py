@@ -29,12 +29,13 @@ class RoIScore:
     """Dice (points) of class ``targets[r]`` inside ``rois[r]``; call :meth:`prepare` with the unperturbed output.
 
     ``rois``: one bool mask of shape ``S`` or a sequence of them; ``targets``: one class or one per RoI;
-    ``labels``: None, one array of shape ``S`` (non-zero = the class) or one per RoI (None entries allowed).
+    ``labels``: None, one array of shape ``S`` (non-zero = the class) or one per RoI (None entries allowed);
+    ``names``: how errors name the RoIs when there are several (default "RoI k of K").
     """
 
     def __init__(self, rois: np.ndarray | Sequence[np.ndarray], targets: int | Sequence[int] = 1, *,
                  labels: np.ndarray | Sequence[np.ndarray | None] | None = None, threshold: float = 0.5,
-                 hard: bool | None = None) -> None:
+                 hard: bool | None = None, names: Sequence[str] | None = None) -> None:
         self.rois = [np.asarray(rois, bool)] if isinstance(rois, np.ndarray) else [np.asarray(r, bool) for r in rois]
         r = len(self.rois)
         self.targets = [int(targets)] * r if np.isscalar(targets) else [int(t) for t in targets]
@@ -50,6 +51,7 @@ class RoIScore:
                 raise IncompatibleInputError(f"RoI {i} has shape {m.shape}, RoI 0 {shape}")
             if lab is not None and np.asarray(lab).shape != shape:
                 raise IncompatibleInputError(f"label shape {np.asarray(lab).shape} differs from the image's {shape}")
+        self.names = list(names) if names is not None else [f"RoI {i + 1} of {r}" for i in range(r)]
         self.threshold = float(threshold)
         # hard Dice vs a label, soft Dice vs the own prediction; ``hard`` forces one or the other for every RoI
         self.hard = [lab is not None if hard is None else bool(hard) for lab in self.labels]
@@ -89,7 +91,7 @@ class RoIScore:
             ref = ref * self._member[i]
             if ref.sum() == 0:
                 whose = "the label has" if lab is not None else "the model predicts"
-                which = f"RoI {i + 1} of {len(self.rois)}: " if len(self.rois) > 1 else ""
+                which = f"{self.names[i]}: " if len(self.rois) > 1 else ""
                 raise UserError(f"{which}{whose} no pixel of class {self.targets[i]} inside the RoI, so its Dice is 0 "
                                 "whatever is perturbed: draw the RoI over the structure to explain (or pick another "
                                 "class)")

@@ -109,8 +109,8 @@ def pdcr(model: "SegmentationModel", image: np.ndarray, roi: np.ndarray, target:
 def pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.ndarray],
                targets: int | Sequence[int] = 1, *, labels: Sequence[np.ndarray | None] | None = None,
                pool: "TilePool | None" = None, config: PdCRConfig = PdCRConfig(),
-               geometry: dict[str, Any] | None = None, exclude: np.ndarray | None = None
-               ) -> Generator[Progress, None, list["Explanation"]]:
+               geometry: dict[str, Any] | None = None, exclude: np.ndarray | None = None,
+               roi_names: Sequence[str] | None = None) -> Generator[Progress, None, list["Explanation"]]:
     """PdCR for several RoIs (and classes) from one set of forward passes: one :class:`Explanation` per RoI.
 
     Every perturbed image is scored for every RoI (:class:`RoIScore`), so K RoIs cost one screening of the
@@ -119,7 +119,8 @@ def pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.
     blocks touching it, as in its own run. A block's draws depend on the seed and where it is alone
     (:meth:`TilePool.draw_keyed`), and adaptive N takes each RoI's ATE where its own test settles, so each
     map equals a one-RoI run of that RoI with the same seed (bit for bit on the CPU; hierarchical screening
-    judges coarse blocks for all RoIs together). Partial maps stream RoI 0.
+    judges coarse blocks for all RoIs together). Partial maps stream RoI 0. ``roi_names``: how errors name
+    the RoIs (default "RoI k of K").
     """
     rois = list(rois)
     targets = [int(targets)] * len(rois) if np.isscalar(targets) else list(targets)
@@ -128,10 +129,10 @@ def pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequence[np.
         from ..errors import UserError
 
         raise UserError("PdCR with several RoIs needs one class and one label (or None) per RoI")
-    return (yield from _run(model, image, rois, targets, labels, pool, config, geometry, exclude))
+    return (yield from _run(model, image, rois, targets, labels, pool, config, geometry, exclude, roi_names))
 
 
-def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, exclude
+def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, exclude, roi_names=None
          ) -> Generator[Progress, None, list["Explanation"]]:
     import torch
 
@@ -152,16 +153,16 @@ def _run(model, image, rois, targets, labels, pool, cfg: PdCRConfig, geometry, e
     excluded = np.zeros(shape, bool) if exclude is None else check_mask(exclude, shape, "excluded region").astype(bool)
     union |= excluded
     # a block is perturbed when it lies outside at least one RoI (and outside ``exclude``)
-    in_every = np.logical_and.reduce([blocks_touching(r, cfg.patch) for r in rois])
-    grid = BlockGrid(shape, cfg.patch, excluded | paint_blocks(in_every, cfg.patch, shape))
-    invalid = np.stack([blocks_touching(r, cfg.patch)[tuple(grid.coords.T)] for r in rois])  # (R, nb)
+    touching = [blocks_touching(r, cfg.patch) for r in rois]
+    grid = BlockGrid(shape, cfg.patch, excluded | paint_blocks(np.logical_and.reduce(touching), cfg.patch, shape))
+    invalid = np.stack([t[tuple(grid.coords.T)] for t in touching])  # (R, nb)
     warnings_out: list[str] = []
     if pool is None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pool = pool_from_image_itself(model, image, cfg.patch)
         warnings_out += [str(c.message) for c in caught]
-    score = RoIScore(rois, targets, labels=labels, threshold=cfg.threshold)
+    score = RoIScore(rois, targets, labels=labels, threshold=cfg.threshold, names=roi_names)
     engine = Engine(model, cfg.batch_size, amp=cfg.amp)
     passes0 = model.forward_passes
 
@@ -214,11 +215,15 @@ def explain_pdcr_multi(model: "SegmentationModel", image: np.ndarray, rois: Sequ
     return drive(pdcr_multi(model, image, rois, targets, **kwargs), progress, cancel)
 
 
+def screening_mode(cfg: PdCRConfig, ndim: int) -> str:
+    """"exact" or "hierarchical": ``cfg.screening``, with "auto" hierarchical for 3-D images, exact for 2-D."""
+    return cfg.screening if cfg.screening != "auto" else ("hierarchical" if ndim == 3 else "exact")
+
+
 def _coarse_grid(cfg: PdCRConfig, grid: BlockGrid, roi: np.ndarray, pool: "TilePool") -> BlockGrid | None:
     """The grid of blocks ``coarse_factor`` times the size for hierarchical screening, or None (exact mode, 2-D
     auto, a pool whose images are smaller than a coarse block)."""
-    mode = cfg.screening if cfg.screening != "auto" else ("hierarchical" if len(grid.shape) == 3 else "exact")
-    if mode == "exact":
+    if screening_mode(cfg, len(grid.shape)) == "exact":
         return None
     import torch
 
