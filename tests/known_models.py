@@ -35,6 +35,12 @@ class CueModel(nn.Module):
         return torch.cat([torch.zeros_like(logit), logit], dim=1) if self.two_class else logit
 
 
+def dark_pool_images(n: int = 6, seed: int = 1) -> list[np.ndarray]:
+    """Pool images for the planted scenes: ``n`` dark (0-0.2) 40x40 noise images, reproducible."""
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(n)]
+
+
 def cue_scene(object_value: float | None = None, context: float = 0.4) -> dict:
     """Image (1, 64, 64): object (a 0.3..0.9 ramp, or ``object_value``), cue, suppressor, distractor; label."""
     img = np.zeros((1, H, W), np.float32)

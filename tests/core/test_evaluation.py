@@ -32,8 +32,7 @@ RANDOM_SEEDS = (0, 1, 2, 3, 4)
 def setup2d():
     sc = km.cue_scene()
     model = SegmentationModel(km.CueModel(), device="cpu")
-    rng = np.random.default_rng(1)
-    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    pool = pool_from_arrays(model, km.dark_pool_images())
     roi = roi_from_box((km.H, km.W), *sc["box"])
     oracle = np.zeros((km.H, km.W), np.float32)
     oracle[km.CUE] = 1.0

@@ -22,8 +22,7 @@ BOXES = [(8, 8, 16, 16), (8, 16, 16, 24), (16, 8, 24, 24)]  # three RoIs on the 
 def scene():
     sc = km.cue_scene()
     model = SegmentationModel(km.CueModel(), device="cpu")
-    rng = np.random.default_rng(1)
-    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    pool = pool_from_arrays(model, km.dark_pool_images())
     return model, sc["image"], pool, sc["label"]
 
 

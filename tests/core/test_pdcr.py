@@ -21,8 +21,7 @@ CFG = PdCRConfig(n=12)
 def _run(two_class=False, label=True, object_value=None, **kw):
     sc = km.cue_scene(object_value=object_value)
     model = SegmentationModel(km.CueModel(two_class=two_class), device="cpu")
-    rng = np.random.default_rng(1)
-    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    pool = pool_from_arrays(model, km.dark_pool_images())
     roi = roi_from_box((km.H, km.W), *sc["box"])
     expl = explain_pdcr(model, sc["image"], roi, 1, pool=pool, label=sc["label"] if label else None,
                         config=kw.pop("config", CFG), **kw)
@@ -76,8 +75,7 @@ def test_whole_map_matches_the_authors_loop_one_image_at_a_time():
     cfg = PdCRConfig(n=10, seed=3, batch_size=7, screen=3)
     expl, sc = _run(config=cfg)
     model = SegmentationModel(km.CueModel(), device="cpu")
-    rng = np.random.default_rng(1)
-    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    pool = pool_from_arrays(model, km.dark_pool_images())
     roi = roi_from_box((64, 64), *sc["box"])
     touching = blocks_touching(roi, 8)
     blocks = [(y * 8, x * 8) for y, x in zip(*np.nonzero(~touching))]

@@ -18,8 +18,7 @@ from napari_seg_explain.core.rois import roi_from_box
 def _setup(label=True):
     sc = km.cue_scene(object_value=None if label else 0.7)
     model = SegmentationModel(km.CueModel(), device="cpu")
-    rng = np.random.default_rng(1)
-    pool = pool_from_arrays(model, [rng.uniform(0, 0.2, (1, 40, 40)).astype(np.float32) for _ in range(6)])
+    pool = pool_from_arrays(model, km.dark_pool_images())
     roi = roi_from_box((km.H, km.W), *sc["box"])
     return model, sc, pool, roi, (sc["label"] if label else None)
 
